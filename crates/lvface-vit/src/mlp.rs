@@ -1,0 +1,31 @@
+//! [`Mlp`]: the block's feed-forward network.
+
+use burn::nn::Linear;
+use burn::prelude::*;
+
+use crate::init;
+
+/// fc1 -> ReLU6 -> fc2. insightface uses ReLU6 here, not the GELU of image-classification ViTs.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// Linear(D -> hidden).
+    pub fc1: Linear<B>,
+    /// Linear(hidden -> D).
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    pub(crate) fn new(dim: usize, hidden: usize, device: &B::Device) -> Self {
+        Self {
+            fc1: init::linear(dim, hidden, true).init(device),
+            fc2: init::linear(hidden, dim, true).init(device),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, tokens, dim]`
+    /// - output: `[batch, tokens, dim]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.fc2.forward(self.fc1.forward(x).clamp(0.0, 6.0))
+    }
+}

@@ -1,0 +1,48 @@
+//! Shared helpers of the integration tests.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::backend::Flex;
+use burn::prelude::*;
+use burn_store::{ModuleStore, SafetensorsStore};
+use lvface_vit::VitConfig;
+
+pub type B = Flex;
+
+/// The fixture folder copied from the PyTorch reference (see its README).
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/vit-parity")
+        .join(name)
+}
+
+/// `vit_micro` of the fixture: width 64, depth 2, 8 heads, 512-d output.
+pub fn micro_config() -> VitConfig {
+    VitConfig {
+        embed_dim: 64,
+        depth: 2,
+        drop_path_rate: 0.0,
+        mask_ratio: 0.0,
+        grad_checkpoint: false,
+        ..VitConfig::vit_t()
+    }
+}
+
+/// Reads one tensor of a safetensors file.
+pub fn read_tensor<const D: usize>(file: &str, name: &str) -> Tensor<B, D> {
+    let mut store = SafetensorsStore::from_file(fixture(file));
+    let snapshot = store
+        .get_snapshot(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no {name}"));
+    Tensor::from_data(snapshot.to_data().unwrap(), &Default::default())
+}
+
+/// A scratch folder unique to one test.
+pub fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lvface-vit-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
