@@ -1,0 +1,584 @@
+//! A pickle reader for plain data only, and a protocol-4 writer.
+//!
+//! The reader understands the opcodes Python emits for `None`, bools, ints, floats, bytes, str,
+//! lists, tuples and dicts in protocols 2 to 5 (including Python 2 cPickle's `BINSTRING`, read as
+//! bytes as `encoding='bytes'` would). Every opcode that imports, calls or builds an object
+//! (`GLOBAL`, `STACK_GLOBAL`, `REDUCE`, `BUILD`, `INST`, `OBJ`, `NEWOBJ`, `NEWOBJ_EX`, `EXT*`,
+//! persistent ids, out-of-band buffers) is refused with an error naming it: nothing in a file can
+//! make the reader run code. Lengths are checked against the remaining input before allocating.
+//!
+//! One pattern is recognised rather than refused: Python 3 pickles `bytes` in protocol 2 as
+//! `_codecs.encode(str, 'latin1')` (`GLOBAL` + `REDUCE`). The reader matches exactly that call
+//! and turns it into the bytes it denotes; no function is looked up or called.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::error::{DataError, Result};
+
+/// A plain pickled value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PickleValue {
+    /// `None`.
+    None,
+    /// `True` / `False`.
+    Bool(bool),
+    /// An int that fits 64 bits.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// `bytes` (and Python 2 `str`).
+    Bytes(Vec<u8>),
+    /// `str` (Python 2 `unicode`).
+    Str(String),
+    /// A list.
+    List(Vec<PickleValue>),
+    /// A tuple.
+    Tuple(Vec<PickleValue>),
+    /// A dict, as key-value pairs in insertion order.
+    Dict(Vec<(PickleValue, PickleValue)>),
+}
+
+/// Opcodes that would import or call something, refused by name.
+fn refused(op: u8) -> Option<&'static str> {
+    Some(match op {
+        0x93 => "STACK_GLOBAL",
+        b'b' => "BUILD",
+        b'i' => "INST",
+        b'o' => "OBJ",
+        0x81 => "NEWOBJ",
+        0x92 => "NEWOBJ_EX",
+        0x82 => "EXT1",
+        0x83 => "EXT2",
+        0x84 => "EXT4",
+        b'P' => "PERSID",
+        b'Q' => "BINPERSID",
+        0x97 => "NEXT_BUFFER",
+        0x98 => "READONLY_BUFFER",
+        _ => return None,
+    })
+}
+
+#[derive(Clone)]
+enum Item {
+    Mark,
+    Value(PickleValue),
+    /// The global `_codecs.encode`, only ever applied by the `REDUCE` pattern above.
+    CodecsEncode,
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    /// Offset of the opcode being executed, for errors.
+    op_at: usize,
+    path: &'a Path,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, reason: impl Into<String>) -> DataError {
+        DataError::Pickle {
+            path: self.path.to_path_buf(),
+            offset: self.op_at as u64,
+            reason: reason.into(),
+        }
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8]> {
+        let left = (self.data.len() - self.pos) as u64;
+        if n > left {
+            return Err(self.err(format!(
+                "truncated: the opcode needs {n} bytes but only {left} remain"
+            )));
+        }
+        let bytes = &self.data[self.pos..self.pos + n as usize];
+        self.pos += n as usize;
+        Ok(bytes)
+    }
+
+    fn uint(&mut self, width: usize) -> Result<u64> {
+        let bytes = self.take(width as u64)?;
+        let mut buf = [0u8; 8];
+        buf[..width].copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(buf))
+    }
+
+    /// A newline-terminated argument of a text opcode, without the newline.
+    fn line(&mut self) -> Result<&'a [u8]> {
+        let rest = &self.data[self.pos..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            return Err(self.err("truncated: a text argument has no newline"));
+        };
+        self.pos += end + 1;
+        Ok(&rest[..end])
+    }
+
+    fn sized(&mut self, width: usize) -> Result<&'a [u8]> {
+        let len = self.uint(width)?;
+        self.take(len)
+    }
+}
+
+/// Parses a pickle holding plain data; `path` names the source in errors.
+pub fn read_pickle(data: &[u8], path: &Path) -> Result<PickleValue> {
+    let mut r = Reader {
+        data,
+        pos: 0,
+        op_at: 0,
+        path,
+    };
+    let mut stack: Vec<Item> = Vec::new();
+    let mut memo: HashMap<u64, Item> = HashMap::new();
+    loop {
+        r.op_at = r.pos;
+        let Some(&op) = data.get(r.pos) else {
+            return Err(r.err("truncated: the stream ends before STOP"));
+        };
+        r.pos += 1;
+        if let Some(name) = refused(op) {
+            return Err(r.err(format!(
+                "refusing opcode {name} ({op:#04x}): it would import or call Python code; a \
+                 verification set holds only bytes, lists, tuples and bools"
+            )));
+        }
+        let pop = |stack: &mut Vec<Item>, r: &Reader| match stack.pop() {
+            Some(Item::Value(v)) => Ok(v),
+            Some(Item::Mark) => Err(r.err("a MARK where a value was expected")),
+            Some(Item::CodecsEncode) => Err(r.err("a global where a value was expected")),
+            None => Err(r.err("the stack is empty")),
+        };
+        let pop_mark = |stack: &mut Vec<Item>, r: &Reader| -> Result<Vec<PickleValue>> {
+            let Some(mark) = stack.iter().rposition(|i| matches!(i, Item::Mark)) else {
+                return Err(r.err("no MARK on the stack"));
+            };
+            let items = stack.split_off(mark + 1);
+            stack.pop();
+            items
+                .into_iter()
+                .map(|i| match i {
+                    Item::Value(v) => Ok(v),
+                    _ => Err(r.err("a global inside a list, tuple or dict")),
+                })
+                .collect()
+        };
+        let value = match op {
+            0x80 => {
+                let proto = r.uint(1)?;
+                if proto > 5 {
+                    return Err(r.err(format!("unsupported protocol {proto}")));
+                }
+                continue;
+            }
+            0x95 => {
+                r.uint(8)?; // FRAME: a length hint only.
+                continue;
+            }
+            b'.' => {
+                let value = pop(&mut stack, &r)?;
+                return if stack.is_empty() {
+                    Ok(value)
+                } else {
+                    Err(r.err(format!("STOP with {} items left on the stack", stack.len())))
+                };
+            }
+            b'(' => {
+                stack.push(Item::Mark);
+                continue;
+            }
+            b'c' => {
+                let module = r.line()?;
+                let name = r.line()?;
+                if (module, name) != (b"_codecs".as_slice(), b"encode".as_slice()) {
+                    return Err(r.err(format!(
+                        "refusing opcode GLOBAL (0x63) {}.{}: it would import Python code",
+                        String::from_utf8_lossy(module),
+                        String::from_utf8_lossy(name)
+                    )));
+                }
+                stack.push(Item::CodecsEncode);
+                continue;
+            }
+            b'R' => match (stack.pop(), stack.pop()) {
+                (Some(Item::Value(PickleValue::Tuple(args))), Some(Item::CodecsEncode)) => {
+                    latin1_bytes(&args).ok_or_else(|| {
+                        r.err("refusing opcode REDUCE (0x52): only _codecs.encode(str, 'latin1') is read")
+                    })?
+                }
+                _ => {
+                    return Err(r.err(
+                        "refusing opcode REDUCE (0x52): it would call Python code; a verification set holds only bytes, lists, tuples and bools",
+                    ))
+                }
+            },
+            b'N' => PickleValue::None,
+            0x88 => PickleValue::Bool(true),
+            0x89 => PickleValue::Bool(false),
+            b'J' => PickleValue::Int(r.uint(4)? as u32 as i32 as i64),
+            b'K' => PickleValue::Int(r.uint(1)? as i64),
+            b'M' => PickleValue::Int(r.uint(2)? as i64),
+            0x8a | 0x8b => {
+                let bytes = if op == 0x8a { r.sized(1)? } else { r.sized(4)? };
+                if bytes.len() > 8 {
+                    return Err(r.err(format!("an int of {} bytes does not fit 64 bits", bytes.len())));
+                }
+                let negative = bytes.last().is_some_and(|&b| b & 0x80 != 0);
+                let mut buf = [if negative { 0xff } else { 0 }; 8];
+                buf[..bytes.len()].copy_from_slice(bytes);
+                PickleValue::Int(i64::from_le_bytes(buf))
+            }
+            b'G' => {
+                let bytes = r.take(8)?;
+                PickleValue::Float(f64::from_be_bytes(bytes.try_into().expect("8 bytes")))
+            }
+            b'U' | b'C' => PickleValue::Bytes(r.sized(1)?.to_vec()),
+            b'T' => {
+                let len = r.uint(4)? as u32 as i32;
+                if len < 0 {
+                    return Err(r.err(format!("negative BINSTRING length {len}")));
+                }
+                PickleValue::Bytes(r.take(len as u64)?.to_vec())
+            }
+            b'B' => PickleValue::Bytes(r.sized(4)?.to_vec()),
+            0x8e | 0x96 => PickleValue::Bytes(r.sized(8)?.to_vec()),
+            0x8c | b'X' | 0x8d => {
+                let bytes = match op {
+                    0x8c => r.sized(1)?,
+                    b'X' => r.sized(4)?,
+                    _ => r.sized(8)?,
+                };
+                let text = std::str::from_utf8(bytes)
+                    .map_err(|e| r.err(format!("str is not UTF-8: {e}")))?;
+                PickleValue::Str(text.to_owned())
+            }
+            b')' => PickleValue::Tuple(Vec::new()),
+            b']' => PickleValue::List(Vec::new()),
+            b'}' => PickleValue::Dict(Vec::new()),
+            b't' => PickleValue::Tuple(pop_mark(&mut stack, &r)?),
+            b'l' => PickleValue::List(pop_mark(&mut stack, &r)?),
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(pop(&mut stack, &r)?);
+                }
+                items.reverse();
+                PickleValue::Tuple(items)
+            }
+            b'd' => PickleValue::Dict(pairs(pop_mark(&mut stack, &r)?, &r)?),
+            b'a' | b'e' => {
+                let items = if op == b'a' { vec![pop(&mut stack, &r)?] } else { pop_mark(&mut stack, &r)? };
+                match stack.last_mut() {
+                    Some(Item::Value(PickleValue::List(list))) => list.extend(items),
+                    _ => return Err(r.err("APPEND(S) onto something that is not a list")),
+                }
+                continue;
+            }
+            b's' | b'u' => {
+                let items = if op == b's' {
+                    let value = pop(&mut stack, &r)?;
+                    vec![pop(&mut stack, &r)?, value]
+                } else {
+                    pop_mark(&mut stack, &r)?
+                };
+                let new = pairs(items, &r)?;
+                match stack.last_mut() {
+                    Some(Item::Value(PickleValue::Dict(dict))) => dict.extend(new),
+                    _ => return Err(r.err("SETITEM(S) onto something that is not a dict")),
+                }
+                continue;
+            }
+            b'q' | b'r' | 0x94 => {
+                let id = match op {
+                    b'q' => r.uint(1)?,
+                    b'r' => r.uint(4)?,
+                    _ => memo.len() as u64,
+                };
+                match stack.last() {
+                    Some(item @ (Item::Value(_) | Item::CodecsEncode)) => {
+                        memo.insert(id, item.clone());
+                    }
+                    _ => return Err(r.err("memoizing with no value on the stack")),
+                }
+                continue;
+            }
+            b'h' | b'j' => {
+                let id = if op == b'h' { r.uint(1)? } else { r.uint(4)? };
+                match memo.get(&id) {
+                    // Lists and dicts may have changed since they were memoized: a shared or
+                    // recursive reference is not plain data.
+                    Some(Item::Value(PickleValue::List(_) | PickleValue::Dict(_))) => {
+                        return Err(r.err(format!("memo {id} is a shared list or dict reference")))
+                    }
+                    Some(Item::Value(v)) => v.clone(),
+                    Some(Item::CodecsEncode) => {
+                        stack.push(Item::CodecsEncode);
+                        continue;
+                    }
+                    _ => return Err(r.err(format!("memo {id} was never stored"))),
+                }
+            }
+            b'0' => {
+                stack.pop().ok_or_else(|| r.err("POP on an empty stack"))?;
+                continue;
+            }
+            b'1' => {
+                pop_mark(&mut stack, &r)?;
+                continue;
+            }
+            b'2' => match stack.last() {
+                Some(Item::Value(v)) => v.clone(),
+                _ => return Err(r.err("DUP with no value on the stack")),
+            },
+            _ => {
+                return Err(r.err(format!(
+                    "unsupported opcode {op:#04x} (text protocols 0 and 1 and sets are not read)"
+                )))
+            }
+        };
+        stack.push(Item::Value(value));
+    }
+}
+
+/// The bytes `_codecs.encode(s, 'latin1')` returns, when `args` is `(s, 'latin1')` and every
+/// character of `s` is below U+0100.
+fn latin1_bytes(args: &[PickleValue]) -> Option<PickleValue> {
+    let [PickleValue::Str(text), PickleValue::Str(encoding)] = args else {
+        return None;
+    };
+    if encoding != "latin1" && encoding != "latin-1" {
+        return None;
+    }
+    text.chars()
+        .map(|c| u8::try_from(c).ok())
+        .collect::<Option<Vec<u8>>>()
+        .map(PickleValue::Bytes)
+}
+
+fn pairs(items: Vec<PickleValue>, r: &Reader) -> Result<Vec<(PickleValue, PickleValue)>> {
+    if items.len() % 2 != 0 {
+        return Err(r.err("a dict needs an even number of keys and values"));
+    }
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// Pickles `value` with protocol 4 (no frames, no memo), which Python 3.4+ reads.
+pub fn write_pickle(value: &PickleValue) -> Vec<u8> {
+    let mut out = vec![0x80, 4];
+    write_value(value, &mut out);
+    out.push(b'.');
+    out
+}
+
+fn write_value(value: &PickleValue, out: &mut Vec<u8>) {
+    match value {
+        PickleValue::None => out.push(b'N'),
+        PickleValue::Bool(b) => out.push(if *b { 0x88 } else { 0x89 }),
+        PickleValue::Int(i) => match u8::try_from(*i) {
+            Ok(small) => out.extend_from_slice(&[b'K', small]),
+            Err(_) => match i32::try_from(*i) {
+                Ok(i) => {
+                    out.push(b'J');
+                    out.extend_from_slice(&i.to_le_bytes());
+                }
+                Err(_) => {
+                    out.extend_from_slice(&[0x8a, 8]);
+                    out.extend_from_slice(&i.to_le_bytes());
+                }
+            },
+        },
+        PickleValue::Float(f) => {
+            out.push(b'G');
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        PickleValue::Bytes(b) => {
+            match u8::try_from(b.len()) {
+                Ok(n) => out.extend_from_slice(&[b'C', n]),
+                Err(_) => match u32::try_from(b.len()) {
+                    Ok(n) => {
+                        out.push(b'B');
+                        out.extend_from_slice(&n.to_le_bytes());
+                    }
+                    Err(_) => {
+                        out.push(0x8e);
+                        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+                    }
+                },
+            }
+            out.extend_from_slice(b);
+        }
+        PickleValue::Str(s) => {
+            match u8::try_from(s.len()) {
+                Ok(n) => out.extend_from_slice(&[0x8c, n]),
+                Err(_) => {
+                    out.push(0x8d);
+                    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+                }
+            }
+            out.extend_from_slice(s.as_bytes());
+        }
+        PickleValue::List(items) => {
+            out.push(b']');
+            if !items.is_empty() {
+                out.push(b'(');
+                items.iter().for_each(|v| write_value(v, out));
+                out.push(b'e');
+            }
+        }
+        PickleValue::Tuple(items) => {
+            out.push(b'(');
+            items.iter().for_each(|v| write_value(v, out));
+            out.push(b't');
+        }
+        PickleValue::Dict(pairs) => {
+            out.push(b'}');
+            if !pairs.is_empty() {
+                out.push(b'(');
+                for (k, v) in pairs {
+                    write_value(k, out);
+                    write_value(v, out);
+                }
+                out.push(b'u');
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PickleValue::*;
+
+    fn read(bytes: &[u8]) -> Result<PickleValue> {
+        read_pickle(bytes, Path::new("set.bin"))
+    }
+
+    fn pair_set() -> PickleValue {
+        Tuple(vec![
+            List(vec![Bytes(b"ab".to_vec()), Bytes(b"cd".to_vec())]),
+            List(vec![Bool(true)]),
+        ])
+    }
+
+    #[test]
+    fn reads_python2_cpickle_protocol_2() {
+        // Python 2: cPickle.dumps((['ab', 'cd'], [True]), 2)
+        let bytes = b"\x80\x02]q\x01(U\x02abq\x02U\x02cdq\x03e]q\x04\x88a\x86q\x05.";
+        assert_eq!(read(bytes).unwrap(), pair_set());
+        // A BINSTRING (4-byte length) as cPickle writes strings of 256 bytes and more.
+        let bytes = b"\x80\x02]q\x00T\x03\x00\x00\x00xyzq\x01a\x85q\x02.";
+        assert_eq!(
+            read(bytes).unwrap(),
+            Tuple(vec![List(vec![Bytes(b"xyz".to_vec())])])
+        );
+    }
+
+    #[test]
+    fn reads_python3_protocols_2_to_5() {
+        // python3 -c 'import pickle; print(pickle.dumps(([b"ab", b"cd"], [True]), protocol=P))'
+        let p2: &[u8] = b"\x80\x02]q\x00(c_codecs\nencode\nq\x01X\x02\x00\x00\x00abq\x02X\x06\x00\x00\x00latin1q\x03\x86q\x04Rq\x05h\x01X\x02\x00\x00\x00cdq\x06h\x03\x86q\x07Rq\x08e]q\t\x88a\x86q\n.";
+        let p3: &[u8] = b"\x80\x03]q\x00(C\x02abq\x01C\x02cdq\x02e]q\x03\x88a\x86q\x04.";
+        let p4: &[u8] = b"\x80\x04\x95\x15\x00\x00\x00\x00\x00\x00\x00]\x94(C\x02ab\x94C\x02cd\x94e]\x94\x88a\x86\x94.";
+        let p5: &[u8] = b"\x80\x05\x95\x15\x00\x00\x00\x00\x00\x00\x00]\x94(C\x02ab\x94C\x02cd\x94e]\x94\x88a\x86\x94.";
+        for bytes in [p2, p3, p4, p5] {
+            assert_eq!(read(bytes).unwrap(), pair_set());
+        }
+    }
+
+    #[test]
+    fn reads_scalars_strings_dicts_and_memo_references() {
+        // pickle.dumps({"k": [1, -2, 300, 70000, 2**40, 1.5, None, False]}, protocol=4)
+        let bytes: &[u8] = b"\x80\x04\x95.\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x01k\x94]\x94(K\x01J\xfe\xff\xff\xffM,\x01Jp\x11\x01\x00\x8a\x06\x00\x00\x00\x00\x00\x01G?\xf8\x00\x00\x00\x00\x00\x00N\x89es.";
+        let list = List(vec![
+            Int(1),
+            Int(-2),
+            Int(300),
+            Int(70000),
+            Int(1 << 40),
+            Float(1.5),
+            None,
+            Bool(false),
+        ]);
+        assert_eq!(read(bytes).unwrap(), Dict(vec![(Str("k".into()), list)]));
+        // b = b"xy"; pickle.dumps((b, b), protocol=4): the second is a memo reference.
+        let bytes: &[u8] = b"\x80\x04\x95\n\x00\x00\x00\x00\x00\x00\x00C\x02xy\x94h\x00\x86\x94.";
+        assert_eq!(
+            read(bytes).unwrap(),
+            Tuple(vec![Bytes(b"xy".to_vec()), Bytes(b"xy".to_vec())])
+        );
+    }
+
+    #[test]
+    fn refuses_code_execution_opcodes_by_name() {
+        // pickle.dumps(os.system, protocol=4) uses STACK_GLOBAL; protocol 0 uses GLOBAL/REDUCE.
+        let stack_global: &[u8] = b"\x80\x04\x95\x14\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94.";
+        let err = read(stack_global).unwrap_err().to_string();
+        assert!(
+            err.contains("set.bin") && err.contains("STACK_GLOBAL") && err.contains("byte 28"),
+            "{err}"
+        );
+        let global_reduce: &[u8] = b"cos\nsystem\n(S'echo hi'\ntR.";
+        let err = read(global_reduce).unwrap_err().to_string();
+        assert!(
+            err.contains("GLOBAL (0x63) os.system") && err.contains("byte 0"),
+            "{err}"
+        );
+        // The _codecs.encode pattern with anything but (str, 'latin1') is still refused.
+        let other = b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x04\x00\x00\x00utf8\x86R.";
+        assert!(read(other).unwrap_err().to_string().contains("REDUCE"));
+        for (op, name) in [
+            (b'R', "REDUCE"),
+            (b'b', "BUILD"),
+            (b'i', "INST"),
+            (b'o', "OBJ"),
+            (0x81, "NEWOBJ"),
+        ] {
+            let err = read(&[0x80, 2, b'N', op, b'.']).unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains("byte 3"), "{err}");
+        }
+    }
+
+    #[test]
+    fn malformed_streams_are_errors_not_panics() {
+        let cases: [&[u8]; 8] = [
+            b"",
+            b"\x80\x04",
+            b"\x80\x04B\xff\xff\xff\xff",
+            b"\x80\x04N",
+            b"\x80\x04a.",
+            b"\x80\x04Nh\x07.",
+            b"\x80\x04]\x94h\x00\x86.",
+            b"\x80\x04NN.",
+        ];
+        for bytes in cases {
+            assert!(read(bytes).is_err(), "{bytes:?}");
+        }
+        let err = read(b"\x80\x04B\xff\xff\xff\xff").unwrap_err().to_string();
+        assert!(
+            err.contains("byte 2") && err.contains("4294967295 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn writer_output_is_what_python_writes_and_reads_back() {
+        // Python: pickle.loads(b"\x80\x04(]\x94(C\x02abC\x02cde]\x88at.") == ([b"ab", b"cd"], [True])
+        let written = write_pickle(&pair_set());
+        assert_eq!(written, b"\x80\x04(](C\x02abC\x02cde](\x88et.");
+        assert_eq!(read(&written).unwrap(), pair_set());
+        let big = Tuple(vec![
+            Bytes(vec![7; 300]),
+            Str("é".repeat(200)),
+            Int(-5),
+            Int(i64::MIN),
+            Float(-0.25),
+            Dict(vec![(Int(1), None)]),
+            List(vec![]),
+        ]);
+        assert_eq!(read(&write_pickle(&big)).unwrap(), big);
+    }
+}
