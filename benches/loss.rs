@@ -1,0 +1,81 @@
+//! The margin softmax (ArcFace, s = 64, m = 0.5) forward + backward on the default CPU backend:
+//! batch 128, width 512, 100,000 and 1,000,000 classes, sample rate 1.0 and 0.1 (Partial FC).
+//! `benches/reference/margin_softmax_torch.py` measures the same computation in PyTorch.
+//!
+//! `LVFACE_BENCH_CLASSES=100000` (comma-separated) limits the class counts: the 1,000,000-class
+//! cases hold about 6 GB.
+
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lvface_loss::{CombinedMarginConfig, NegativeSamplerConfig};
+
+type B = Autodiff<Flex>;
+const BATCH: usize = 128;
+const DIM: usize = 512;
+
+fn class_counts() -> Vec<usize> {
+    match std::env::var("LVFACE_BENCH_CLASSES") {
+        Ok(list) => list
+            .split(',')
+            .map(|c| c.trim().parse().expect("a class count"))
+            .collect(),
+        Err(_) => vec![100_000, 1_000_000],
+    }
+}
+
+fn margin_softmax(c: &mut Criterion) {
+    let device = Default::default();
+    let margin = CombinedMarginConfig::arcface(0.5).init();
+    let mut group = c.benchmark_group("margin_softmax/fwd_bwd");
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(BATCH as u64));
+    for classes in class_counts() {
+        let centres =
+            Tensor::<B, 2>::random([classes, DIM], Distribution::Normal(0.0, 0.01), &device)
+                .require_grad();
+        let embeddings =
+            Tensor::<B, 2>::random([BATCH, DIM], Distribution::Normal(0.0, 1.0), &device)
+                .require_grad();
+        let labels: Vec<i64> = (0..BATCH as i64)
+            .map(|i| (i * 7919) % classes as i64)
+            .collect();
+        for rate in [1.0, 0.1] {
+            let sampler = NegativeSamplerConfig {
+                sample_rate: rate,
+                seed: 1,
+            }
+            .init();
+            let mut step = 0;
+            group.bench_function(format!("C{classes}/rate{rate}"), |b| {
+                b.iter(|| {
+                    step += 1;
+                    let (weights, targets) = if rate < 1.0 {
+                        let sample = sampler.sample(&labels, classes, step);
+                        (
+                            sample.select_centres(centres.clone()),
+                            sample.label_tensor(&device),
+                        )
+                    } else {
+                        let targets = Tensor::from_data(labels.as_slice(), &device);
+                        (centres.clone(), targets)
+                    };
+                    let grads = margin
+                        .forward(embeddings.clone(), weights, targets)
+                        .backward();
+                    // Reading a gradient back waits for the whole backward pass.
+                    embeddings.grad(&grads).map(|g| g.sum().into_scalar())
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, margin_softmax);
+criterion_main!(benches);
