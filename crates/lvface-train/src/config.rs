@@ -1,0 +1,337 @@
+//! [`TrainConfig`]: every setting of a run, one table per concern, read in layers.
+//!
+//! Layers, later ones winning: the built-in `configs/base.toml` (every default), an experiment
+//! file (`configs/default.toml` when none is given), `LVFACE_*` environment variables
+//! (`LVFACE_OPTIM__LR=1e-3`: tables separated by `__`), then `--set key=value` overrides. The
+//! result is checked once by [`TrainConfig::validate`], whose errors name the key and the value.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+use lvface_data::{AugmentConfig, CorruptPolicy, SyntheticConfig};
+use lvface_eval::VerificationConfig;
+use lvface_loss::{CurriculumConfig, PrototypeBankConfig};
+use lvface_vit::VitConfig;
+use serde::{Deserialize, Serialize};
+
+/// `configs/base.toml`, compiled in so that a run needs no file on disk.
+pub const BASE: &str = include_str!("../../../configs/base.toml");
+/// `configs/default.toml`: the CPU demo on synthetic identities, the experiment without `--config`.
+pub const DEFAULT: &str = include_str!("../../../configs/default.toml");
+
+/// A whole run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The backbone.
+    pub vit: VitConfig,
+    /// Classification losses and the curriculum.
+    pub loss: LossConfig,
+    /// Training data and its loader.
+    pub data: DataConfig,
+    /// AdamW, the learning-rate schedule, gradient clipping.
+    pub optim: OptimConfig,
+    /// Seeds, checkpoints, logging.
+    pub run: RunConfig,
+    /// Verification at the end of the run.
+    pub eval: EvalConfig,
+}
+
+/// The classification layer's losses, phase by phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    /// Epochs and phases: margin, negative sampling, prototypes.
+    pub curriculum: CurriculumConfig,
+    /// EMA prototypes, updated every step in every phase.
+    pub prototypes: PrototypeBankConfig,
+    /// Weight of the prototype cross-entropy in the stable stage.
+    pub prototype_weight: f64,
+    /// Weight the stable stage's target logit by the class's expectation length (Eq. 19).
+    pub expectation_weighting: bool,
+}
+
+/// Where images come from and how they are batched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Folder holding insightface's `train.rec`, `train.idx` and `property`; empty trains on
+    /// synthetic identities rendered into the run folder.
+    pub rec: String,
+    /// The synthetic identities used when `rec` is empty.
+    pub synthetic: SyntheticConfig,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Decoding threads.
+    pub workers: usize,
+    /// Batches decoded ahead.
+    pub prefetch: usize,
+    /// Failing or skipping on an image that does not decode.
+    pub on_corrupt: CorruptPolicy,
+    /// Training augmentation.
+    pub augment: AugmentConfig,
+}
+
+/// The learning-rate schedule after warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// insightface's `PolyScheduler`: `(1 - progress)^power`.
+    Poly,
+    /// Half a cosine from the base rate to 0.
+    Cosine,
+}
+
+/// Optimizer and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Peak learning rate, reached at the end of warm-up.
+    pub lr: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
+    /// AdamW's first-moment decay.
+    pub beta1: f64,
+    /// AdamW's second-moment decay.
+    pub beta2: f64,
+    /// AdamW's epsilon.
+    pub epsilon: f64,
+    /// Linear warm-up length in epochs (may be fractional).
+    pub warmup_epochs: f64,
+    /// Decay after warm-up.
+    pub schedule: ScheduleKind,
+    /// Exponent of the polynomial decay.
+    pub power: f64,
+    /// Largest global L2 norm of the backbone's gradients; 0 turns clipping off.
+    pub clip_norm: f64,
+}
+
+/// Seeds, checkpoints and logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Seed of initialisation, shuffling, augmentation, masking, drop path and sampling.
+    pub seed: u64,
+    /// Also checkpoint every this many steps (0: only at epoch ends).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept; older ones are deleted.
+    pub keep_checkpoints: usize,
+    /// Print a progress line every this many steps.
+    pub log_every: u64,
+    /// Stop (after checkpointing) once this many steps are done; 0 runs to the end. A run
+    /// stopped this way continues to the end with `--resume`.
+    pub stop_at_step: u64,
+}
+
+/// Verification at the end of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// insightface `.bin` pair sets to verify on.
+    pub bins: Vec<String>,
+    /// Also verify on the held-out synthetic pairs (synthetic data only).
+    pub synthetic_pairs: bool,
+    /// Images embedded at once.
+    pub batch_size: usize,
+    /// Also report the accuracy of raw pixels on the same pairs, as a floor.
+    pub pixel_baseline: bool,
+    /// The 10-fold protocol.
+    pub verification: VerificationConfig,
+}
+
+/// Where the experiment layer comes from.
+#[derive(Debug, Clone)]
+pub enum Experiment {
+    /// `configs/default.toml`, compiled in.
+    Default,
+    /// A file.
+    File(PathBuf),
+}
+
+impl TrainConfig {
+    /// Reads the layers (base, experiment, `LVFACE_*` environment, `--set` overrides) and
+    /// validates the result.
+    pub fn load(experiment: &Experiment, sets: &[String]) -> Result<Self> {
+        let mut builder =
+            Config::builder().add_source(File::from_str(BASE, FileFormat::Toml).required(true));
+        builder = match experiment {
+            Experiment::Default => builder.add_source(File::from_str(DEFAULT, FileFormat::Toml)),
+            Experiment::File(path) => {
+                if !path.is_file() {
+                    bail!("config file {} does not exist", path.display());
+                }
+                builder.add_source(File::from(path.as_path()).format(FileFormat::Toml))
+            }
+        };
+        builder = builder.add_source(
+            Environment::with_prefix("LVFACE")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true),
+        );
+        for set in sets {
+            let (key, value) = set
+                .split_once('=')
+                .with_context(|| format!("--set {set}: expected key=value"))?;
+            builder = builder
+                .set_override(key.trim(), parse_value(value.trim()))
+                .with_context(|| format!("--set {set}"))?;
+        }
+        let merged = builder.build().context("reading the configuration")?;
+        let config: TrainConfig = merged
+            .try_deserialize()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a resolved configuration written by a run (`RUN_DIR/config.toml`).
+    pub fn read_resolved(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: TrainConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configuration as TOML, every key written.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).context("writing the configuration as TOML")
+    }
+
+    /// Checks every table once; the error names the key path and the bad value.
+    pub fn validate(&self) -> Result<()> {
+        self.vit.validate()?;
+        let loss = &self.loss;
+        loss.curriculum
+            .validate()
+            .map_err(|e| anyhow::anyhow!("loss.{e}"))?;
+        loss.prototypes
+            .validate()
+            .map_err(|e| anyhow::anyhow!("loss.{e}"))?;
+        for (i, phase) in loss.curriculum.phases.iter().enumerate() {
+            if phase.prototypes && phase.sampling {
+                bail!(
+                    "loss.curriculum.phases[{i}].sampling must be false in a phase with \
+                     prototypes (the stable stage runs over all classes), got true"
+                );
+            }
+        }
+        positive_finite("loss.prototype_weight", loss.prototype_weight, true)?;
+
+        let data = &self.data;
+        if data.rec.is_empty() {
+            data.synthetic
+                .validate()
+                .map_err(|e| anyhow::anyhow!("data.{e}"))?;
+        }
+        for (key, value) in [
+            ("data.batch_size", data.batch_size),
+            ("data.workers", data.workers),
+            ("data.prefetch", data.prefetch),
+            ("eval.batch_size", self.eval.batch_size),
+            ("run.keep_checkpoints", self.run.keep_checkpoints),
+        ] {
+            if value == 0 {
+                bail!("{key} must be positive, got 0");
+            }
+        }
+        data.augment
+            .validate()
+            .map_err(|e| anyhow::anyhow!("data.{e}"))?;
+
+        let optim = &self.optim;
+        positive_finite("optim.lr", optim.lr, false)?;
+        positive_finite("optim.weight_decay", optim.weight_decay, true)?;
+        positive_finite("optim.epsilon", optim.epsilon, false)?;
+        positive_finite("optim.warmup_epochs", optim.warmup_epochs, true)?;
+        positive_finite("optim.power", optim.power, false)?;
+        positive_finite("optim.clip_norm", optim.clip_norm, true)?;
+        for (key, beta) in [("optim.beta1", optim.beta1), ("optim.beta2", optim.beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                bail!("{key} must be in [0, 1), got {beta}");
+            }
+        }
+        let epochs = loss.curriculum.epochs as f64;
+        if optim.warmup_epochs >= epochs {
+            bail!(
+                "optim.warmup_epochs must be below loss.curriculum.epochs = {epochs}, got {}",
+                optim.warmup_epochs
+            );
+        }
+        if self.run.log_every == 0 {
+            bail!("run.log_every must be positive, got 0");
+        }
+        self.eval
+            .verification
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    }
+}
+
+fn positive_finite(key: &str, value: f64, zero_ok: bool) -> Result<()> {
+    let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0));
+    if !ok {
+        let rule = if zero_ok {
+            "must be finite and non-negative"
+        } else {
+            "must be finite and positive"
+        };
+        bail!("{key} {rule}, got {value}");
+    }
+    Ok(())
+}
+
+/// A `--set` value read as a TOML value (`3`, `1e-3`, `true`, `"text"`, `[1, 2]`), or as a
+/// plain string when it is not one (`--set data.rec=/data/ms1m`).
+fn parse_value(text: &str) -> Value {
+    match toml::from_str::<toml::Table>(&format!("v = {text}")) {
+        Ok(mut table) => to_config_value(table.remove("v").expect("the key was just written")),
+        Err(_) => Value::new(None, ValueKind::String(text.to_string())),
+    }
+}
+
+fn to_config_value(value: toml::Value) -> Value {
+    let kind = match value {
+        toml::Value::String(s) => ValueKind::String(s),
+        toml::Value::Integer(i) => ValueKind::I64(i),
+        toml::Value::Float(f) => ValueKind::Float(f),
+        toml::Value::Boolean(b) => ValueKind::Boolean(b),
+        toml::Value::Datetime(d) => ValueKind::String(d.to_string()),
+        toml::Value::Array(items) => {
+            ValueKind::Array(items.into_iter().map(to_config_value).collect())
+        }
+        toml::Value::Table(table) => ValueKind::Table(
+            table
+                .into_iter()
+                .map(|(k, v)| (k, to_config_value(v)))
+                .collect(),
+        ),
+    };
+    Value::new(None, kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_and_default_are_valid() {
+        let config = TrainConfig::load(&Experiment::Default, &[]).unwrap();
+        assert!(config.data.rec.is_empty());
+        let text = config.to_toml().unwrap();
+        let back: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn set_overrides_parse_toml_values() {
+        let sets = ["optim.lr=0.25".to_string(), "data.rec=/x/y".to_string()];
+        let config = TrainConfig::load(&Experiment::Default, &sets).unwrap();
+        assert_eq!(config.optim.lr, 0.25);
+        assert_eq!(config.data.rec, "/x/y");
+    }
+}

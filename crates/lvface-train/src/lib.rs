@@ -1,0 +1,45 @@
+//! The lvface training pipeline on one device: layered configuration ([`TrainConfig`]), the
+//! LVFace curriculum loop ([`train`]), atomic checkpoints and verification at the end, and the
+//! evaluation of a run's latest checkpoint, a weights file or embeddings computed elsewhere
+//! on `.bin` pair sets ([`evaluate_bin`], [`evaluate_embeddings_file`]). The `lvface-train`
+//! binary wraps it and picks the backend.
+//!
+//! Invariants:
+//! - This is the only crate that knows TOML or the `config` crate; the others receive their own
+//!   typed config structs.
+//! - A run folder holds the resolved `config.toml`, `metrics.jsonl`, `checkpoints/` and, once
+//!   finished, `report.json` (and `eval/` once evaluated); a run continues from its folder alone.
+//! - On CPU a run is a function of its configuration: every random draw derives from
+//!   `run.seed` and the step (or the epoch and sample), so a resumed run repeats an
+//!   uninterrupted one.
+//!
+//! ```ignore
+//! use lvface_train::{create_run, train, Experiment, TrainConfig};
+//! let config = TrainConfig::load(&Experiment::Default, &["optim.lr=5e-4".into()])?;
+//! create_run(&config, "runs/demo".as_ref())?;
+//! let summary = train::<Autodiff<Flex>>("runs/demo".as_ref(), &device)?;
+//! ```
+
+pub mod checkpoint;
+mod clip;
+mod config;
+mod evaluate;
+mod model;
+mod schedule;
+mod train;
+mod verify;
+
+pub use clip::clip_global_norm;
+pub use config::{
+    DataConfig, EvalConfig, Experiment, LossConfig, OptimConfig, RunConfig, ScheduleKind,
+    TrainConfig, BASE, DEFAULT,
+};
+pub use evaluate::{
+    evaluate_bin, evaluate_embeddings_file, set_name, EvalModel, ModelSource, DEFAULT_EVAL_BATCH,
+};
+pub use model::TrainModel;
+pub use schedule::Schedule;
+pub use train::{
+    create_run, fresh_run_dir, step_seed, train, RunSummary, CONFIG_FILE, METRICS_FILE,
+};
+pub use verify::{embed_pairs, pixel_baseline, verification, PairEmbeddings};

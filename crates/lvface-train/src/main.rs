@@ -1,0 +1,154 @@
+//! `lvface-train`: the binary behind `cargo xtask`, built with the backend features.
+#![allow(clippy::print_stdout)]
+
+mod backend;
+mod eval;
+mod probe;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use backend::BackendKind;
+use clap::{Parser, Subcommand};
+use lvface_train::{create_run, fresh_run_dir, Experiment, RunSummary, TrainConfig};
+use lvface_vit::VitConfig;
+
+/// lvface's compute binary; `cargo xtask` builds and runs it.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a backbone with the LVFace curriculum, then verify it on the configured pair sets.
+    Train {
+        /// Experiment file layered over configs/base.toml (default: the built-in CPU demo,
+        /// configs/default.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override one key, e.g. `--set optim.lr=5e-4` (repeatable; last wins).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Run folder (default: a fresh folder under runs/).
+        #[arg(long, conflicts_with = "resume")]
+        out: Option<PathBuf>,
+        /// Continue the run in this folder from its latest checkpoint, with its own config.
+        #[arg(long, conflicts_with_all = ["config", "sets"])]
+        resume: Option<PathBuf>,
+        /// Where to run.
+        #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+        backend: BackendKind,
+    },
+    /// Build a backbone, embed random batches, print its parameter count and images/s.
+    Probe {
+        /// insightface model name: vit_t, vit_s, vit_b, vit_l_dp005_mask_005, ...
+        #[arg(long, default_value = "vit_t")]
+        model: String,
+        /// Images per batch.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Timed batches after one warm-up batch.
+        #[arg(long, default_value_t = 3)]
+        batches: usize,
+        /// Where to run.
+        #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+        backend: BackendKind,
+    },
+    /// Evaluate a run's latest checkpoint, a weights file, or embeddings computed elsewhere on
+    /// .bin pair sets: one line per set on stdout, report.json, report.md and ROC plots.
+    Eval(eval::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Train {
+            config,
+            sets,
+            out,
+            resume,
+            backend,
+        } => {
+            backend::ensure_compiled(backend)?;
+            let run_dir = match resume {
+                Some(dir) => {
+                    if !dir.join(lvface_train::CONFIG_FILE).is_file() {
+                        bail!("{} is not a run folder (no config.toml)", dir.display());
+                    }
+                    dir
+                }
+                None => {
+                    let experiment = config.map_or(Experiment::Default, Experiment::File);
+                    let config = TrainConfig::load(&experiment, &sets)?;
+                    let dir = out.unwrap_or_else(|| fresh_run_dir(Path::new(".")));
+                    create_run(&config, &dir)?;
+                    dir
+                }
+            };
+            println!("run folder: {}", run_dir.display());
+            let summary = match backend {
+                #[cfg(feature = "cpu")]
+                BackendKind::Cpu => lvface_train::train::<
+                    burn::backend::Autodiff<backend::cpu::Backend>,
+                >(&run_dir, &backend::cpu::device())?,
+                #[cfg(feature = "cuda")]
+                BackendKind::Cuda => lvface_train::train::<
+                    burn::backend::Autodiff<backend::cuda::Backend>,
+                >(&run_dir, &backend::cuda::device(0)?)?,
+                #[allow(unreachable_patterns)]
+                _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
+            };
+            report_end(&summary, &run_dir);
+        }
+        Command::Probe {
+            model,
+            batch,
+            batches,
+            backend,
+        } => {
+            backend::ensure_compiled(backend)?;
+            let config = VitConfig::preset(&model)?;
+            let report = match backend {
+                #[cfg(feature = "cpu")]
+                BackendKind::Cpu => probe::probe::<backend::cpu::Backend>(
+                    &config,
+                    batch,
+                    batches,
+                    &backend::cpu::device(),
+                )?,
+                #[cfg(feature = "cuda")]
+                BackendKind::Cuda => probe::probe::<backend::cuda::Backend>(
+                    &config,
+                    batch,
+                    batches,
+                    &backend::cuda::device(0)?,
+                )?,
+                #[allow(unreachable_patterns)]
+                _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
+            };
+            println!(
+                "model={model} backend={backend:?} params={:.2}M embedding={} batch={batch} images_per_s={:.1}",
+                report.params as f64 / 1e6,
+                report.embedding_dim,
+                report.images_per_s
+            );
+        }
+        Command::Eval(args) => eval::run(args)?,
+    }
+    Ok(())
+}
+
+fn report_end(summary: &RunSummary, run_dir: &Path) {
+    if summary.finished {
+        println!("finished after {} steps", summary.steps);
+    } else {
+        println!(
+            "stopped after {} steps; continue with --resume {}",
+            summary.steps,
+            run_dir.display()
+        );
+    }
+    println!("run folder: {}", run_dir.display());
+}

@@ -1,0 +1,45 @@
+//! `cargo xtask`: lvface's orchestration, as ordinary Rust.
+//!
+//! xtask depends on no burn crate, so it builds in seconds; the heavy work runs in the
+//! `lvface-train` binary, built in release mode with the backend's feature.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod eval;
+mod probe;
+mod train;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// lvface tasks.
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Train a face ViT with the LVFace curriculum and verify it (default: the CPU demo on
+    /// synthetic identities); runs go to a fresh folder under runs/ unless --out is given.
+    Train(train::Args),
+    /// Evaluate a run, a weights file (with --model) or embeddings computed elsewhere on .bin pair
+    /// sets: one line per set, report.json, report.md and ROC plots.
+    Eval(eval::Args),
+    /// Build a backbone on a backend, embed random batches, print parameters and images/s.
+    Probe(probe::Args),
+    /// Run the criterion benchmarks (`benches/`) on the default CPU backend.
+    Bench(bench::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Train(args) => train::run(args),
+        Task::Eval(args) => eval::run(args),
+        Task::Probe(args) => probe::run(args),
+        Task::Bench(args) => bench::run(args),
+    }
+}
