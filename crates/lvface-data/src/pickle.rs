@@ -7,6 +7,13 @@
 //! persistent ids, out-of-band buffers) is refused with an error naming it: nothing in a file can
 //! make the reader run code. Lengths are checked against the remaining input before allocating.
 //!
+//! Python shares the object that `DUP` or a memo read pushes; this reader copies it. A few
+//! hundred bytes of `DUP`s and memo reads nested into containers would then double the value at
+//! every step (found by fuzzing), so the values copied by `DUP`, memo stores and memo reads may
+//! add up to at most [`COPY_BUDGET_PER_BYTE`] times the input length (plus 64 KiB); a real
+//! `.bin` copies each image at most about twice (memo store of the bytes, then of the tuple
+//! that holds them).
+//!
 //! One pattern is recognised rather than refused: Python 3 pickles `bytes` in protocol 2 as
 //! `_codecs.encode(str, 'latin1')` (`GLOBAL` + `REDUCE`). The reader matches exactly that call
 //! and turns it into the bytes it denotes; no function is looked up or called.
@@ -37,6 +44,28 @@ pub enum PickleValue {
     Tuple(Vec<PickleValue>),
     /// A dict, as key-value pairs in insertion order.
     Dict(Vec<(PickleValue, PickleValue)>),
+}
+
+/// How many units of value (one per node, plus the length of every bytes or str) `DUP` and the
+/// memo may copy per input byte; see the module documentation.
+pub const COPY_BUDGET_PER_BYTE: u64 = 8;
+
+/// The size of `value` in copy-budget units, without recursion (a deep value cannot overflow
+/// the stack here).
+fn weight(value: &PickleValue) -> u64 {
+    let mut total = 0u64;
+    let mut todo = vec![value];
+    while let Some(v) = todo.pop() {
+        total += 1;
+        match v {
+            PickleValue::Bytes(b) => total += b.len() as u64,
+            PickleValue::Str(text) => total += text.len() as u64,
+            PickleValue::List(items) | PickleValue::Tuple(items) => todo.extend(items),
+            PickleValue::Dict(pairs) => todo.extend(pairs.iter().flat_map(|(k, v)| [k, v])),
+            _ => {}
+        }
+    }
+    total
 }
 
 /// Opcodes that would import or call something, refused by name.
@@ -129,6 +158,18 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<PickleValue> {
     };
     let mut stack: Vec<Item> = Vec::new();
     let mut memo: HashMap<u64, Item> = HashMap::new();
+    let mut copy_budget = COPY_BUDGET_PER_BYTE * data.len() as u64 + 65_536;
+    let mut copy = |value: &PickleValue, r: &Reader| -> Result<PickleValue> {
+        let cost = weight(value);
+        if cost > copy_budget {
+            return Err(r.err(format!(
+                "DUP and memo copies exceed {COPY_BUDGET_PER_BYTE} x the input size: a value \
+                 shared many times over, not a verification set"
+            )));
+        }
+        copy_budget -= cost;
+        Ok(value.clone())
+    };
     loop {
         r.op_at = r.pos;
         let Some(&op) = data.get(r.pos) else {
@@ -294,8 +335,11 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<PickleValue> {
                     _ => memo.len() as u64,
                 };
                 match stack.last() {
-                    Some(item @ (Item::Value(_) | Item::CodecsEncode)) => {
-                        memo.insert(id, item.clone());
+                    Some(Item::Value(v)) => {
+                        memo.insert(id, Item::Value(copy(v, &r)?));
+                    }
+                    Some(Item::CodecsEncode) => {
+                        memo.insert(id, Item::CodecsEncode);
                     }
                     _ => return Err(r.err("memoizing with no value on the stack")),
                 }
@@ -309,7 +353,7 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<PickleValue> {
                     Some(Item::Value(PickleValue::List(_) | PickleValue::Dict(_))) => {
                         return Err(r.err(format!("memo {id} is a shared list or dict reference")))
                     }
-                    Some(Item::Value(v)) => v.clone(),
+                    Some(Item::Value(v)) => copy(v, &r)?,
                     Some(Item::CodecsEncode) => {
                         stack.push(Item::CodecsEncode);
                         continue;
@@ -326,7 +370,7 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<PickleValue> {
                 continue;
             }
             b'2' => match stack.last() {
-                Some(Item::Value(v)) => v.clone(),
+                Some(Item::Value(v)) => copy(v, &r)?,
                 _ => return Err(r.err("DUP with no value on the stack")),
             },
             _ => {
@@ -540,6 +584,37 @@ mod tests {
             let err = read(&[0x80, 2, b'N', op, b'.']).unwrap_err().to_string();
             assert!(err.contains(name) && err.contains("byte 3"), "{err}");
         }
+    }
+
+    #[test]
+    fn doubling_by_dup_or_memo_is_refused_quickly() {
+        // N, then 60 times DUP + TUPLE2: each step doubles the value (2^60 nodes), which Python
+        // would share and this reader would copy. Found by `cargo fuzz run pickle` as a 298-byte
+        // input of DUP, MEMOIZE and SETITEM that ran for 42 s.
+        let mut dup = b"\x80\x02N".to_vec();
+        for _ in 0..60 {
+            dup.extend(b"2\x86");
+        }
+        dup.push(b'.');
+        let started = std::time::Instant::now();
+        let err = read(&dup).unwrap_err().to_string();
+        assert!(err.contains("DUP and memo copies exceed 8 x"), "{err}");
+        // The same through memo store and read: BINPUT 0, BINGET 0, TUPLE2.
+        let mut memo = b"\x80\x02N".to_vec();
+        for _ in 0..60 {
+            memo.extend(b"q\x00h\x00\x86");
+        }
+        memo.push(b'.');
+        let err = read(&memo).unwrap_err().to_string();
+        assert!(err.contains("DUP and memo copies"), "{err}");
+        assert!(started.elapsed().as_secs() < 5);
+        // A few doublings stay well within the budget.
+        let mut few = b"\x80\x02N".to_vec();
+        for _ in 0..4 {
+            few.extend(b"2\x86");
+        }
+        few.push(b'.');
+        assert_eq!(weight(&read(&few).unwrap()), 31);
     }
 
     #[test]
