@@ -33,9 +33,14 @@ pub struct Args {
     /// The embeddings array holds the originals, then the mirrored images; they are summed.
     #[arg(long, requires = "embeddings")]
     flipped: bool,
-    /// A .bin pair set (repeatable); default with --run: the sets the run verified on.
+    /// A .bin pair set (repeatable); default with --run and no --ijb: the sets the run
+    /// verified on.
     #[arg(long = "bin", value_name = "SET.bin", conflicts_with = "embeddings")]
     bins: Vec<PathBuf>,
+    /// An IJB-B/C folder (repeatable): a target such as IJBC/ (meta/ and loose_crop/ inside),
+    /// or a folder holding IJBB/ and/or IJBC/; TAR@FAR of its template pairs.
+    #[arg(long = "ijb", value_name = "IJB_DIR", conflicts_with = "embeddings")]
+    ijbs: Vec<PathBuf>,
     /// Images embedded at once (default: the run's eval.batch_size, or 64).
     #[arg(long, conflicts_with = "embeddings",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -86,6 +91,9 @@ fn command_line(args: &Args, cwd: &Path) -> Vec<String> {
     }
     for bin in &args.bins {
         flag("--bin", path(bin));
+    }
+    for dir in &args.ijbs {
+        flag("--ijb", path(dir));
     }
     if let Some(batch) = args.batch {
         flag("--batch", batch.to_string());
@@ -171,6 +179,8 @@ mod tests {
             "lfw.bin",
             "--bin",
             "/x/cfp_fp.bin",
+            "--ijb",
+            "ijb",
             "--backend",
             "cuda",
             "--batch",
@@ -186,6 +196,8 @@ mod tests {
                 "/work/here/lfw.bin",
                 "--bin",
                 "/x/cfp_fp.bin",
+                "--ijb",
+                "/work/here/ijb",
                 "--batch",
                 "32",
                 "--backend",
@@ -221,7 +233,7 @@ mod tests {
 
     #[test]
     fn contradictory_or_incomplete_sources_are_refused() {
-        let cases: [&[&str]; 9] = [
+        let cases: [&[&str]; 10] = [
             &[],
             &["--weights", "w.pt"],
             &["--embeddings", "e.npy"],
@@ -243,6 +255,7 @@ mod tests {
                 "cuda",
             ],
             &["--run", "r", "--flipped"],
+            &["--embeddings", "e.npy", "--pairs", "p.bin", "--ijb", "IJBC"],
             &["--run", "r", "--backend", "tpu"],
             &["--run", "r", "--batch", "0"],
         ];

@@ -1,6 +1,6 @@
 //! `eval`: a run's latest checkpoint, a weights file, or embeddings computed elsewhere, on
-//! `.bin` pair sets. stdout gets one machine-readable line per set (lvface-eval's
-//! `machine_line`) and nothing else; progress goes to stderr. The report folder gets
+//! `.bin` pair sets and IJB-B/C folders. stdout gets one machine-readable line per set
+//! (lvface-eval's `machine_line` for a `.bin` set, `tar_line` for an IJB target) and nothing else; progress goes to stderr. The report folder gets
 //! `report.json`, `report.md` and a ROC plot per set.
 #![allow(clippy::print_stderr)]
 
@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use clap::builder::RangedU64ValueParser;
-use lvface_eval::{machine_line, write_report_dir, PairSetResult, VerificationConfig};
-use lvface_train::{evaluate_bin, evaluate_embeddings_file, set_name, EvalModel, ModelSource};
+use lvface_eval::{machine_line, tar_line, write_report_dir, PairSetResult, VerificationConfig};
+use lvface_train::{
+    evaluate_bin, evaluate_embeddings_file, evaluate_ijb_target, ijb_targets, set_name, EvalModel,
+    ModelSource,
+};
 
 use crate::backend::{self, BackendKind};
 
@@ -41,9 +44,14 @@ pub struct Args {
     /// The embeddings array holds the originals, then the mirrored images; they are summed.
     #[arg(long, requires = "embeddings")]
     flipped: bool,
-    /// A .bin pair set (repeatable); default with --run: the sets the run verified on.
+    /// A .bin pair set (repeatable); default with --run and no --ijb: the sets the run
+    /// verified on.
     #[arg(long = "bin", value_name = "SET.bin", conflicts_with = "embeddings")]
     bins: Vec<PathBuf>,
+    /// An IJB-B/C folder (repeatable): a target such as IJBC/ (meta/ and loose_crop/ inside),
+    /// or a folder holding IJBB/ and/or IJBC/; TAR@FAR of its template pairs.
+    #[arg(long = "ijb", value_name = "IJB_DIR", conflicts_with = "embeddings")]
+    ijbs: Vec<PathBuf>,
     /// Images embedded at once (default: the run's eval.batch_size, or 64).
     #[arg(long, conflicts_with = "embeddings",
           value_parser = RangedU64ValueParser::<usize>::new().range(1..))]
@@ -96,18 +104,24 @@ fn evaluate_model(args: &Args) -> Result<(String, Vec<PairSetResult>)> {
     if let Some(batch) = args.batch {
         model.batch_size = batch;
     }
-    let sets: Vec<(String, PathBuf)> = if args.bins.is_empty() {
+    let sets: Vec<(String, PathBuf)> = if args.bins.is_empty() && args.ijbs.is_empty() {
         model.run_sets.clone()
     } else {
         args.bins.iter().map(|p| (set_name(p), p.clone())).collect()
     };
-    if sets.is_empty() {
+    let mut ijb = Vec::new();
+    for dir in &args.ijbs {
+        ijb.extend(ijb_targets(dir)?);
+    }
+    if sets.is_empty() && ijb.is_empty() {
         match source {
             ModelSource::Run(_) => bail!(
                 "the run verified on no pair set (no eval.bins, no synthetic pairs); give --bin \
                  SET.bin"
             ),
-            ModelSource::Weights { .. } => bail!("--weights needs at least one --bin SET.bin"),
+            ModelSource::Weights { .. } => {
+                bail!("--weights needs at least one --bin SET.bin or --ijb IJB_DIR")
+            }
         }
     }
     for (_, path) in &sets {
@@ -118,11 +132,12 @@ fn evaluate_model(args: &Args) -> Result<(String, Vec<PairSetResult>)> {
     let results = match args.backend {
         #[cfg(feature = "cpu")]
         BackendKind::Cpu => {
-            evaluate_sets::<backend::cpu::Backend>(&model, &sets, &backend::cpu::device())?
+            evaluate_sets::<backend::cpu::Backend>(&model, &sets, &ijb, &backend::cpu::device())?
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
-            evaluate_sets::<backend::cuda::Backend>(&model, &sets, &backend::cuda::device(0)?)?
+            let device = backend::cuda::device(0)?;
+            evaluate_sets::<backend::cuda::Backend>(&model, &sets, &ijb, &device)?
         }
         #[allow(unreachable_patterns)]
         _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
@@ -133,6 +148,7 @@ fn evaluate_model(args: &Args) -> Result<(String, Vec<PairSetResult>)> {
 fn evaluate_sets<B: Backend>(
     model: &EvalModel,
     sets: &[(String, PathBuf)],
+    ijb: &[(PathBuf, String)],
     device: &B::Device,
 ) -> Result<Vec<PairSetResult>> {
     eprintln!("evaluating {}", model.source);
@@ -149,11 +165,27 @@ fn evaluate_sets<B: Backend>(
         print_line(&result);
         results.push(result);
     }
+    for (root, target) in ijb {
+        eprintln!(
+            "embedding {target} ({}): faces aligned to 112 px, at {} px, flipped too, {} at a \
+             time",
+            root.join(target).display(),
+            model.vit.image_size,
+            model.batch_size
+        );
+        let result = evaluate_ijb_target(&backbone, model, root, target, device)?;
+        print_line(&result);
+        results.push(result);
+    }
     Ok(results)
 }
 
+/// The 10-fold line of a `.bin` set, or the TAR@FAR line of an IJB target.
 fn print_line(result: &PairSetResult) {
-    if let Some(figures) = &result.report.verification {
-        println!("{}", machine_line(&result.report.name, figures));
+    let name = &result.report.name;
+    match (&result.report.verification, &result.report.tar_far) {
+        (Some(figures), _) => println!("{}", machine_line(name, figures)),
+        (None, Some(tar)) => println!("{}", tar_line(name, tar)),
+        (None, None) => {}
     }
 }

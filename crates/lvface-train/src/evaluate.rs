@@ -8,13 +8,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use burn::prelude::*;
 use lvface_data::BinPairs;
-use lvface_eval::{evaluate_pair_set, NpyArray, PairSetResult, VerificationConfig};
+use lvface_data::{normalize_into, resize_to};
+use lvface_eval::{
+    evaluate_ijb, evaluate_pair_set, IjbConfig, ImageBatch, NpyArray, PairSetResult, SetReport,
+    VerificationConfig,
+};
 use lvface_vit::{Vit, VitConfig};
 
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::train::CONFIG_FILE;
-use crate::verify::embed_pairs;
+use crate::verify::{embed_pairs, values};
 
 /// Images embedded at once when neither the run nor the caller says.
 pub const DEFAULT_EVAL_BATCH: usize = 64;
@@ -136,6 +140,107 @@ pub fn evaluate_bin<B: Backend>(
         &pairs.issame,
     )
     .with_context(|| format!("evaluating {name}"))
+}
+
+/// The IJB targets an `--ijb` folder names, as `(root, target)` for lvface-eval's
+/// [`evaluate_ijb`]: the folder itself when it holds `meta/` (the target is its name, `IJBC`),
+/// otherwise each of its sub-folders `IJBB` and `IJBC` that holds `meta/`.
+pub fn ijb_targets(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    if dir.join("meta").is_dir() {
+        let dir = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
+        let target = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+        let root = dir.parent().map(Path::to_path_buf);
+        if let (Some(root), Some(target)) = (root, target) {
+            return Ok(vec![(root, target)]);
+        }
+        bail!(
+            "{} has no parent folder to hold the IJB target",
+            dir.display()
+        );
+    }
+    let targets: Vec<_> = ["IJBB", "IJBC"]
+        .into_iter()
+        .filter(|t| dir.join(t).join("meta").is_dir())
+        .map(|t| (dir.to_path_buf(), t.to_string()))
+        .collect();
+    if targets.is_empty() {
+        bail!(
+            "{} is not an IJB folder: no meta/ in it, nor in IJBB/ or IJBC/ below it",
+            dir.display()
+        );
+    }
+    Ok(targets)
+}
+
+/// insightface's IJB-B/C template protocol (lvface-eval's [`evaluate_ijb`], mode N1D1F1) on
+/// `root/target` with `backbone`: every face aligned to 112x112, resized (bilinear, as a `.bin`
+/// image) to the model's `image_size` when that differs, embedded as is and mirrored
+/// `batch_size` faces at a time. The set is named `target`; its report has TAR@FAR and no
+/// 10-fold figures.
+pub fn evaluate_ijb_target<B: Backend>(
+    backbone: &Vit<B>,
+    model: &EvalModel,
+    root: &Path,
+    target: &str,
+    device: &B::Device,
+) -> Result<PairSetResult> {
+    let size = model.vit.image_size;
+    let result = evaluate_ijb(
+        root,
+        target,
+        &IjbConfig::default(),
+        model.batch_size,
+        |batch: &ImageBatch<'_>| embed_aligned(backbone, batch, size, device),
+    )
+    .with_context(|| format!("evaluating {}", root.join(target).display()))?;
+    Ok(PairSetResult {
+        report: SetReport {
+            name: target.to_string(),
+            verification: None,
+            tar_far: Some(result.report),
+        },
+        roc: result.roc,
+    })
+}
+
+/// Embeds a batch of aligned faces (NCHW, normalised), resized to `size` when needed.
+fn embed_aligned<B: Backend>(
+    backbone: &Vit<B>,
+    batch: &ImageBatch<'_>,
+    size: usize,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let pixels = if (batch.height, batch.width) == (size, size) {
+        batch.data.to_vec()
+    } else {
+        resize_batch(batch, size as u32)
+    };
+    let shape = [batch.batch, batch.channels, size, size];
+    let images = Tensor::<B, 4>::from_data(TensorData::new(pixels, shape), device);
+    values(backbone.forward(images))
+}
+
+/// Resizes normalised RGB planes through 8-bit images, as `.bin` images are decoded: the
+/// aligned faces come from 8-bit pixels, so the round trip to `u8` is exact.
+fn resize_batch(batch: &ImageBatch<'_>, size: u32) -> Vec<f32> {
+    let plane = batch.height * batch.width;
+    let side = (size * size) as usize;
+    let mut out = vec![0.0; batch.batch * 3 * side];
+    let to_u8 = |v: f32| ((v * 0.5 + 0.5) * 255.0).round().clamp(0.0, 255.0) as u8;
+    for (image, dst) in batch
+        .data
+        .chunks_exact(3 * plane)
+        .zip(out.chunks_exact_mut(3 * side))
+    {
+        let rgb = image::RgbImage::from_fn(batch.width as u32, batch.height as u32, |x, y| {
+            let i = y as usize * batch.width + x as usize;
+            image::Rgb([0, 1, 2].map(|c| to_u8(image[c * plane + i])))
+        });
+        normalize_into(&resize_to(rgb, size), dst);
+    }
+    out
 }
 
 /// Evaluates embeddings computed elsewhere: `npy` holds `[2 x pairs, dim]` rows in the image

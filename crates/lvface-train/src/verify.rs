@@ -96,7 +96,7 @@ fn pixel_batches(
         })
 }
 
-fn values<B: Backend>(tensor: Tensor<B, 2>) -> Result<Vec<f32>> {
+pub(crate) fn values<B: Backend>(tensor: Tensor<B, 2>) -> Result<Vec<f32>> {
     tensor
         .into_data()
         .convert::<f32>()
