@@ -1,0 +1,72 @@
+//! Errors of lvface-pfc.
+
+use std::path::PathBuf;
+
+/// What can go wrong in a sharded step, a collective or a sharded checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum PfcError {
+    /// A configuration field breaks its rule.
+    #[error("{field} {rule}, got {value}")]
+    InvalidConfig {
+        /// The key path, as written in TOML.
+        field: String,
+        /// The rule it breaks.
+        rule: String,
+        /// The offending value.
+        value: String,
+    },
+    /// Ranks disagree on something that must be equal everywhere (the batch size, a shape).
+    #[error("rank {rank}: {what}")]
+    Mismatch {
+        /// The rank that noticed.
+        rank: usize,
+        /// What differs.
+        what: String,
+    },
+    /// burn-collective refused or failed an operation.
+    #[error("collective operation `{op}` failed on rank {rank}: {reason}")]
+    Collective {
+        /// The operation.
+        op: &'static str,
+        /// The caller's rank.
+        rank: usize,
+        /// burn-collective's error.
+        reason: String,
+    },
+    /// The launch environment (RANK, WORLD_SIZE, ...) is missing or inconsistent.
+    #[error("launch environment: {0}")]
+    Launch(String),
+    /// A sharded checkpoint could not be read or does not fit.
+    #[error("cannot read sharded checkpoint {path}: {reason}")]
+    CheckpointRead {
+        /// The file read.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A sharded checkpoint could not be written.
+    #[error("cannot write sharded checkpoint {path}: {reason}")]
+    CheckpointWrite {
+        /// The destination.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl PfcError {
+    pub(crate) fn invalid(
+        field: impl Into<String>,
+        rule: impl Into<String>,
+        value: impl ToString,
+    ) -> Self {
+        PfcError::InvalidConfig {
+            field: field.into(),
+            rule: rule.into(),
+            value: value.to_string(),
+        }
+    }
+}
+
+/// Results of lvface-pfc.
+pub type Result<T> = std::result::Result<T, PfcError>;

@@ -1,0 +1,45 @@
+//! [`run_local_peers`]: `N` in-process ranks, one thread each (`--devices N` on one machine).
+
+use std::sync::Mutex;
+
+use burn::prelude::*;
+
+use crate::burn_collective::BurnCollective;
+use crate::error::Result;
+
+/// burn-collective has one server per backend type per process: groups must not overlap.
+static GROUP: Mutex<()> = Mutex::new(());
+
+/// Runs `body` on `world` ranks, rank `r` on `devices[r % devices.len()]`, each with its own
+/// [`BurnCollective`], and returns their results in rank order. Groups started from several
+/// threads run one after the other.
+///
+/// # Panics
+/// If `devices` is empty, or a rank panics.
+pub fn run_local_peers<B, T, F>(world: usize, devices: &[B::Device], body: F) -> Result<Vec<T>>
+where
+    B: Backend,
+    T: Send,
+    F: Fn(BurnCollective<B>) -> T + Sync,
+{
+    assert!(!devices.is_empty(), "no device to run peers on");
+    let _group = GROUP
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..world)
+            .map(|rank| {
+                let device = devices[rank % devices.len()].clone();
+                let body = &body;
+                scope.spawn(move || {
+                    let comm = BurnCollective::<B>::local(rank, world, device)?;
+                    Ok(body(comm))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a peer panicked"))
+            .collect()
+    })
+}
