@@ -23,6 +23,7 @@
 pub mod checkpoint;
 mod clip;
 mod config;
+mod embed;
 mod evaluate;
 mod model;
 mod schedule;
@@ -34,8 +35,13 @@ pub use config::{
     DataConfig, EvalConfig, Experiment, LossConfig, OptimConfig, RunConfig, ScheduleKind,
     TrainConfig, BASE, DEFAULT,
 };
+pub use embed::{
+    cosine, embed_faces, read_face, threshold_from_report, write_npy, EmbedOptions, Face,
+    ReportThreshold,
+};
 pub use evaluate::{
-    evaluate_bin, evaluate_embeddings_file, set_name, EvalModel, ModelSource, DEFAULT_EVAL_BATCH,
+    evaluate_bin, evaluate_embeddings_file, evaluate_ijb_target, ijb_targets, set_name, EvalModel,
+    ModelSource, DEFAULT_EVAL_BATCH,
 };
 pub use model::TrainModel;
 pub use schedule::Schedule;

@@ -2,6 +2,8 @@
 #![allow(clippy::print_stdout)]
 
 mod backend;
+mod data;
+mod deploy;
 mod eval;
 mod probe;
 
@@ -58,8 +60,23 @@ enum Command {
         backend: BackendKind,
     },
     /// Evaluate a run's latest checkpoint, a weights file, or embeddings computed elsewhere on
-    /// .bin pair sets: one line per set on stdout, report.json, report.md and ROC plots.
+    /// .bin pair sets (and a model on IJB-B/C folders): one line per set on stdout,
+    /// report.json, report.md and ROC plots.
     Eval(eval::Args),
+    /// Write a backbone as ONNX (opset 17, [N,3,112,112] -> [N,512]) and check MFR's rules.
+    Export(deploy::ExportArgs),
+    /// Turn an insightface / LVFace .pt backbone into lvface weights (.safetensors).
+    Import(deploy::ImportArgs),
+    /// Embed face images into an .npy file.
+    Embed(deploy::EmbedArgs),
+    /// Cosine similarity of two faces and the same/different decision.
+    Verify(deploy::VerifyArgs),
+    /// Data tools: inspect a RecordIO set or .bin file, pack an image folder into RecordIO,
+    /// render synthetic identities.
+    Data {
+        #[command(subcommand)]
+        command: data::Command,
+    },
 }
 
 fn main() -> Result<()> {
@@ -136,6 +153,11 @@ fn main() -> Result<()> {
             );
         }
         Command::Eval(args) => eval::run(args)?,
+        Command::Export(args) => deploy::export(args)?,
+        Command::Import(args) => deploy::import(args)?,
+        Command::Embed(args) => deploy::embed(args)?,
+        Command::Verify(args) => deploy::verify(args)?,
+        Command::Data { command } => data::run(command)?,
     }
     Ok(())
 }
