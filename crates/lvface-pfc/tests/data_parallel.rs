@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use common::{assert_close, labels, matrix, to_vec, Inner, B};
+use common::{assert_close, labels, matrix, rank_rows, to_vec, Inner, B};
 use lvface_loss::CombinedMarginConfig;
 use lvface_pfc::{all_reduce_gradients, run_local_peers, Collective, PartialFcConfig, ShardLoss};
 
@@ -66,13 +66,7 @@ fn summed_backbone_gradients_equal_one_device_with_the_whole_batch() {
                 .init(rank, world, CLASSES)
                 .unwrap();
             let range = pfc.shard().range();
-            let mine = Tensor::<B, 2>::from_data(
-                TensorData::new(
-                    images[rank * BATCH * IN..(rank + 1) * BATCH * IN].to_vec(),
-                    [BATCH, IN],
-                ),
-                &Default::default(),
-            );
+            let mine = rank_rows::<B>(&images, rank, BATCH, IN);
             let embeddings = model.forward(mine);
             let step = pfc
                 .step::<B, _>(

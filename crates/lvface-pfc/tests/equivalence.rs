@@ -4,7 +4,7 @@
 mod common;
 
 use burn::prelude::*;
-use common::{assert_close, labels, matrix, to_vec, Inner, B};
+use common::{assert_close, labels, matrix, rank_rows, to_vec, Inner, B};
 use lvface_loss::{
     CombinedMargin, CombinedMarginConfig, GradientMode, PrototypeBank, PrototypeBankConfig,
     StableStageConfig,
@@ -86,13 +86,7 @@ fn sharded(world: usize, margin: CombinedMargin, stable: Option<StableStageConfi
             .init(rank, world, CLASSES)
             .unwrap();
         let range = pfc.shard().range();
-        let mine = Tensor::<Inner, 2>::from_data(
-            TensorData::new(
-                x[rank * BATCH * DIM..(rank + 1) * BATCH * DIM].to_vec(),
-                [BATCH, DIM],
-            ),
-            &Default::default(),
-        );
+        let mine = rank_rows::<Inner>(&x, rank, BATCH, DIM);
         let shard_bank = bank(range.clone());
         let loss = match stable {
             None => ShardLoss::Margin(margin),
@@ -202,13 +196,7 @@ fn sampling_keeps_positives_and_equals_the_loss_over_the_sampled_classes() {
         let rank = comm.rank();
         let pfc = config.init(rank, WORLD, MANY).unwrap();
         let range = pfc.shard().range();
-        let mine = Tensor::<Inner, 2>::from_data(
-            TensorData::new(
-                x[rank * BATCH * DIM..(rank + 1) * BATCH * DIM].to_vec(),
-                [BATCH, DIM],
-            ),
-            &Default::default(),
-        );
+        let mine = rank_rows::<Inner>(&x, rank, BATCH, DIM);
         let step = pfc
             .step::<B, _>(
                 mine,

@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::prelude::*;
-use common::{assert_close, labels, matrix, to_vec, Inner, B};
+use common::{assert_close, labels, matrix, rank_rows, to_vec, Inner, B};
 use lvface_loss::CombinedMarginConfig;
 use lvface_pfc::{BurnCollective, Collective, Launch, PartialFcConfig, ShardLoss};
 
@@ -68,13 +68,7 @@ fn worker_process() {
         .init(rank, world, CLASSES)
         .unwrap();
     let range = pfc.shard().range();
-    let mine = Tensor::<Inner, 2>::from_data(
-        TensorData::new(
-            x[rank * BATCH * DIM..(rank + 1) * BATCH * DIM].to_vec(),
-            [BATCH, DIM],
-        ),
-        &Default::default(),
-    );
+    let mine = rank_rows::<Inner>(&x, rank, BATCH, DIM);
     let step = pfc
         .step::<B, _>(
             mine,

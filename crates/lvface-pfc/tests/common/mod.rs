@@ -36,6 +36,22 @@ pub fn matrix<BB: Backend>(seed: u64, rows: usize, cols: usize) -> Tensor<BB, 2>
     )
 }
 
+/// Rank `rank`'s `batch` rows of a row-major `[_, width]` matrix.
+pub fn rank_rows<BB: Backend>(
+    values: &[f32],
+    rank: usize,
+    batch: usize,
+    width: usize,
+) -> Tensor<BB, 2> {
+    Tensor::from_data(
+        TensorData::new(
+            values[rank * batch * width..(rank + 1) * batch * width].to_vec(),
+            [batch, width],
+        ),
+        &Default::default(),
+    )
+}
+
 pub fn to_vec<BB: Backend, const D: usize>(t: Tensor<BB, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
