@@ -1,4 +1,4 @@
-//! [`run_local_peers`]: `N` in-process ranks, one thread each (`--devices N` on one machine).
+//! [`run_local_peers`]: `N` in-process ranks, one thread each, on one machine.
 
 use std::sync::Mutex;
 

@@ -52,6 +52,7 @@ fn decode(text: &str) -> Vec<f32> {
 /// The body of one process: join the group from the environment, run the step on this rank's
 /// slice of the shared data, print the numbers.
 #[test]
+// Not a test of its own: the body of each process the loopback test starts.
 #[ignore = "a worker process of `two_and_three_processes_equal_one_device`"]
 fn worker_process() {
     // Run by hand without the launch environment, this entry point has nothing to do.
@@ -169,6 +170,7 @@ fn collect(mut children: Vec<Child>) -> Vec<RankResult> {
 }
 
 #[test]
+// Opt-in until burn-collective's global mode completes a step (see the module docs).
 #[ignore = "opt-in: burn-collective 0.21's global mode stalls after a few all-reduces"]
 fn two_and_three_processes_equal_one_device() {
     let margin = CombinedMarginConfig::arcface(0.5).init();
