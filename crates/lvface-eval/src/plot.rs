@@ -177,7 +177,10 @@ fn decade_label(x: f64) -> String {
     }
 }
 
-fn register_font() {
+/// Registers the embedded DejaVu Sans subset (printable ASCII and ±, −, ×) with plotters as
+/// the `"sans-serif"` family, once per process, so that text draws without a system font.
+/// Other crates' plots (lvface-train's training curves) call it before drawing.
+pub fn register_font() {
     static REGISTERED: OnceLock<()> = OnceLock::new();
     REGISTERED.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)

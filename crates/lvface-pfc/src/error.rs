@@ -23,6 +23,18 @@ pub enum PfcError {
         /// What differs.
         what: String,
     },
+    /// The softmax of a step is not finite: a NaN or infinity reached the logits, or every logit
+    /// of a sample underflowed. Every rank sees the same reduced values, so every rank returns
+    /// this error at the same step, and a caller may skip the step on all ranks alike.
+    #[error("rank {rank}: the softmax denominator of sample {sample} is {value} (a NaN or infinity reached the logits, or every logit is below s - 87 and underflows in f32)")]
+    NonFinite {
+        /// The rank that noticed (every rank does).
+        rank: usize,
+        /// The sample of the gathered batch.
+        sample: usize,
+        /// Its denominator.
+        value: f32,
+    },
     /// burn-collective refused or failed an operation.
     #[error("collective operation `{op}` failed on rank {rank}: {reason}")]
     Collective {

@@ -294,13 +294,10 @@ impl PartialFc {
                 .iter()
                 .position(|&d| d.is_nan() || d <= 0.0 || d.is_infinite())
             {
-                return Err(PfcError::Mismatch {
+                return Err(PfcError::NonFinite {
                     rank,
-                    what: format!(
-                        "the softmax denominator of sample {row} is {} (every logit below \
-                         s - 87 underflows in f32, or a NaN reached the logits)",
-                        denominators_host[row]
-                    ),
+                    sample: row,
+                    value: denominators_host[row],
                 });
             }
             let row_loss = denominators.clone().log().add_scalar(*shift) - target;

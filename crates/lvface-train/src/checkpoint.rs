@@ -2,32 +2,38 @@
 //!
 //! A checkpoint is a folder `RUN_DIR/checkpoints/step-NNNNNNNN/` holding
 //! - `backbone.safetensors`: the ViT with insightface's names (`Vit::save_weights`), usable as is;
-//! - `centres.bin`: the centre matrix (burn record, full precision);
-//! - `prototypes.safetensors`: the EMA prototype bank;
-//! - `optimizer.bin`: AdamW's moments and step counts, keyed by parameter position (parameter
-//!   ids are random per process, positions are not);
-//! - `state.json`: step, epoch, phase, and what the step's randomness derives from.
+//! - `optimizer.bin`: AdamW's moments and step counts of the backbone, keyed by parameter
+//!   position (parameter ids are random per process, positions are not);
+//! - `classifier/`: the class-indexed state, one file per rank plus `manifest.json`
+//!   (lvface-pfc's sharded checkpoint): centres, their AdamW moments, EMA prototypes and their
+//!   lengths. Read back onto any number of ranks, it is re-sharded;
+//! - `state.json`: step, epoch, phase, ranks, and what the step's randomness derives from.
 //!
 //! The folder is written under a `.tmp` name and renamed into place, then `RUN_DIR/checkpoints/
 //! latest` (itself written to a temporary file and renamed) names it: a crash at any moment
-//! leaves the previous checkpoint whole and named. Randomness needs no saved generator: masking
-//! and drop path reseed the backend from `(seed, step)` each step, negative sampling is a pure
-//! function of `(seed, step)`, shuffling and augmentation of `(seed, epoch, index)`, so the data
-//! position is the step itself.
+//! leaves the previous checkpoint whole and named. Every rank writes its shard into the
+//! temporary folder; rank 0 publishes it once all have. Randomness needs no saved generator:
+//! masking and drop path reseed the backend from `(seed, batch, rank)`, negative sampling is a
+//! pure function of `(seed, batch, rank)`, shuffling and augmentation of `(seed, epoch, index)`,
+//! so the data position is the step itself.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::module::{ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, Optimizer};
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{AdamW, AdamWState, AdaptiveMomentumState, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use lvface_loss::PrototypeBank;
+use lvface_pfc::checkpoint::ShardTensor;
+use lvface_pfc::{ClassShard, Collective};
 use serde::{Deserialize, Serialize};
 
 use crate::model::TrainModel;
+use crate::ranks::agree;
 
 /// The optimizer of a run.
 pub type Optim<B> = OptimizerAdaptor<AdamW, TrainModel<B>, B>;
@@ -54,6 +60,20 @@ pub struct TrainState {
     pub seed: u64,
     /// Loss of the last step done.
     pub loss: f64,
+    /// Ranks the run had when this was written; a run resumes on another number of ranks from
+    /// an epoch end.
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// AdamW's step count of the centre shards (their moments are in the class shards).
+    #[serde(default)]
+    pub centre_steps: usize,
+    /// Steps skipped so far because their loss or gradient was not finite.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+fn one() -> usize {
+    1
 }
 
 const LATEST: &str = "latest";
@@ -101,63 +121,89 @@ pub fn latest_backbone(run_dir: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes a checkpoint of `state` and makes it the latest; keeps the newest `keep`.
-pub fn save<B: AutodiffBackend>(
+/// Writes a checkpoint of `state` and makes it the latest; keeps the newest `keep`. Every rank
+/// calls it: each writes its class shard, rank 0 the rest.
+#[allow(clippy::too_many_arguments)]
+pub fn save<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     run_dir: &Path,
     state: &TrainState,
+    shard: ClassShard,
     model: &TrainModel<B>,
     optim: &Optim<B>,
     bank: &PrototypeBank<B>,
     keep: usize,
+    comm: &C,
 ) -> Result<PathBuf> {
+    let device = model.centres.device();
+    let lead = comm.rank() == 0;
     let root = checkpoints_dir(run_dir);
     let name = format!("step-{:08}", state.step);
     let dir = root.join(&name);
     let tmp = root.join(format!("{name}.tmp"));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
-    }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-
-    // burn keeps a step's BatchNorm running-statistics update pending until the next forward
-    // pass; turning a clone (which shares the state) into a record applies it, so the file
-    // holds the statistics of the step just done.
-    let _ = model.backbone.clone().into_record();
-    model.backbone.save_weights(tmp.join(BACKBONE_FILE))?;
-    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    let centres = CentresRecord {
-        centres: model.centres.clone(),
+    let prepared = || -> Result<()> {
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+        }
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))
     };
-    recorder
-        .record(centres.into_record(), tmp.join("centres"))
-        .context("writing the centres")?;
-    let ids = param_order(model);
-    let moments: OptimRecord<B> = optim
-        .to_record()
-        .into_iter()
-        .map(|(id, record)| (ParamId::from(position(&ids, id) as u64), record))
-        .collect();
-    recorder
-        .record(moments, tmp.join("optimizer"))
-        .context("writing the optimizer state")?;
-    bank.save(tmp.join("prototypes.safetensors"))?;
-    write_atomic(
-        &tmp.join("state.json"),
-        &serde_json::to_string_pretty(state)?,
-    )?;
+    agree(comm, &device, if lead { prepared() } else { Ok(()) })?;
 
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    let (backbone_moments, centre_moments) = split_optimizer_record(model, optim);
+    let mut tensors = vec![
+        shard_tensor(CENTRES, model.centres.val().inner()),
+        shard_tensor(PROTOTYPES, bank.prototypes().inner()),
+        shard_tensor(LENGTHS, bank.lengths().inner()),
+    ];
+    if let Some(state) = &centre_moments {
+        tensors.push(shard_tensor(MOMENT_1, state.momentum.moment_1.clone()));
+        tensors.push(shard_tensor(MOMENT_2, state.momentum.moment_2.clone()));
     }
-    std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {}", tmp.display()))?;
-    write_atomic(&root.join(LATEST), &name)?;
-    prune(&root, keep)?;
+    let classifier = tmp.join(CLASSIFIER);
+    let written = lvface_pfc::checkpoint::save_shard(&classifier, shard, &tensors)
+        .map_err(anyhow::Error::from);
+    agree(comm, &device, written)?;
+
+    let published = || -> Result<()> {
+        lvface_pfc::checkpoint::write_manifest(
+            &classifier,
+            shard.num_classes,
+            shard.world_size,
+            &tensors,
+        )?;
+        // burn keeps a step's BatchNorm running-statistics update pending until the next
+        // forward pass; turning a clone (which shares the state) into a record applies it, so
+        // the file holds the statistics of the step just done.
+        let _ = model.backbone.clone().into_record();
+        model.backbone.save_weights(tmp.join(BACKBONE_FILE))?;
+        BinFileRecorder::<FullPrecisionSettings>::new()
+            .record(backbone_moments, tmp.join("optimizer"))
+            .context("writing the optimizer state")?;
+        let state = TrainState {
+            centre_steps: centre_moments.as_ref().map_or(0, |s| s.momentum.time),
+            world_size: shard.world_size,
+            ..state.clone()
+        };
+        write_atomic(
+            &tmp.join("state.json"),
+            &serde_json::to_string_pretty(&state)?,
+        )?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        std::fs::rename(&tmp, &dir).with_context(|| format!("renaming {}", tmp.display()))?;
+        write_atomic(&root.join(LATEST), &name)?;
+        prune(&root, keep)
+    };
+    agree(comm, &device, if lead { published() } else { Ok(()) })?;
     Ok(dir)
 }
 
-/// Reads the checkpoint in `dir` into a freshly built model, optimizer and bank.
+/// Reads the checkpoint in `dir` into a freshly built model (holding `shard`'s centres),
+/// optimizer and bank. The class-indexed state is re-sharded when the checkpoint was written by
+/// another number of ranks.
 pub fn load<B: AutodiffBackend>(
     dir: &Path,
+    shard: ClassShard,
     mut model: TrainModel<B>,
     optim: Optim<B>,
     bank: &mut PrototypeBank<B>,
@@ -169,44 +215,107 @@ pub fn load<B: AutodiffBackend>(
     let state: TrainState =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
 
-    let ids = param_order(&model);
     model.backbone = model.backbone.load_weights(dir.join(BACKBONE_FILE))?;
-    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
-    let centres_path = dir.join("centres.bin");
-    let record = recorder
-        .load(dir.join("centres"), device)
-        .with_context(|| format!("reading {}", centres_path.display()))?;
-    let centres = CentresRecord {
-        centres: model.centres.clone(),
-    }
-    .load_record(record);
-    let [want, got] = [model.centres.dims(), centres.centres.dims()];
-    if want != got {
-        bail!(
-            "{} holds centres of shape {got:?}, the run has {want:?}",
-            centres_path.display()
-        );
-    }
-    model = model.with_centres(centres.centres.val());
-
     let optim_path = dir.join("optimizer.bin");
-    let moments: OptimRecord<B> = recorder
+    let moments: OptimRecord<B> = BinFileRecorder::<FullPrecisionSettings>::new()
         .load(dir.join("optimizer"), device)
         .with_context(|| format!("reading {}", optim_path.display()))?;
+    let ids = param_order(&model.backbone);
     let mut rekeyed = OptimRecord::<B>::default();
     for (position, record) in moments {
         let id = ids.get(position.val() as usize).with_context(|| {
             format!(
-                "{} has state for parameter {position}, the model has {}",
+                "{} has state for parameter {position}, the backbone has {}",
                 optim_path.display(),
                 ids.len()
             )
         })?;
         rekeyed.insert(*id, record);
     }
+
+    let classifier = dir.join(CLASSIFIER);
+    let mut tensors =
+        lvface_pfc::checkpoint::by_name(lvface_pfc::checkpoint::load_shard(&classifier, shard)?);
+    let mut take = |name: &str| {
+        tensors.remove(name).with_context(|| {
+            format!(
+                "{} holds no `{name}`",
+                classifier.join("manifest.json").display()
+            )
+        })
+    };
+    let centres = take(CENTRES)?;
+    let dim = model.centres.dims()[1];
+    if centres.shape != [shard.num_local(), dim] {
+        bail!(
+            "{} holds centres of width {:?}, the run has {dim}",
+            classifier.display(),
+            &centres.shape[1..]
+        );
+    }
+    model = model.with_centres(from_shard(centres, device));
+    let bank_config = *bank.config();
+    *bank = PrototypeBank::from_tensors(
+        bank_config,
+        Tensor::from_inner(from_shard(take(PROTOTYPES)?, device)),
+        Tensor::from_inner(from_shard::<B::InnerBackend, 1>(take(LENGTHS)?, device)),
+    );
+    if state.centre_steps > 0 {
+        let momentum = AdaptiveMomentumState::new(
+            state.centre_steps,
+            from_shard(take(MOMENT_1)?, device),
+            from_shard(take(MOMENT_2)?, device),
+        );
+        let record = AdaptorRecord::from_state::<2>(AdamWState::new(momentum));
+        rekeyed.insert(model.centres.id, record);
+    }
     let optim = optim.load_record(rekeyed);
-    bank.load(dir.join("prototypes.safetensors"))?;
     Ok((state, model, optim))
+}
+
+/// The class-indexed tensors of a checkpoint, in `CLASSIFIER/`.
+const CLASSIFIER: &str = "classifier";
+const CENTRES: &str = "centres";
+const MOMENT_1: &str = "centres.adamw.moment_1";
+const MOMENT_2: &str = "centres.adamw.moment_2";
+const PROTOTYPES: &str = "prototypes";
+const LENGTHS: &str = "prototype_lengths";
+
+/// AdamW's state split in two: the backbone's, keyed by parameter position, and the centre
+/// shard's.
+fn split_optimizer_record<B: AutodiffBackend>(
+    model: &TrainModel<B>,
+    optim: &Optim<B>,
+) -> (OptimRecord<B>, Option<AdamWState<B::InnerBackend, 2>>) {
+    let ids = param_order(&model.backbone);
+    let mut backbone = OptimRecord::<B>::default();
+    let mut centres = None;
+    for (id, record) in optim.to_record() {
+        if id == model.centres.id {
+            centres = Some(record.into_state::<2>());
+        } else {
+            backbone.insert(ParamId::from(position(&ids, id) as u64), record);
+        }
+    }
+    (backbone, centres)
+}
+
+fn shard_tensor<B: Backend, const D: usize>(name: &str, tensor: Tensor<B, D>) -> ShardTensor {
+    let shape = tensor.dims().to_vec();
+    let values = tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("float tensor");
+    ShardTensor {
+        name: name.into(),
+        shape,
+        values,
+    }
+}
+
+fn from_shard<B: Backend, const D: usize>(tensor: ShardTensor, device: &B::Device) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(tensor.values, tensor.shape), device)
 }
 
 /// Writes `text` to `path` through a temporary file renamed into place.
@@ -218,13 +327,8 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
 }
 
-#[derive(Module, Debug)]
-struct CentresRecord<B: Backend> {
-    centres: Param<Tensor<B, 2>>,
-}
-
 /// Parameter ids in visiting order, which is fixed by the module's structure.
-fn param_order<B: Backend>(model: &TrainModel<B>) -> Vec<ParamId> {
+fn param_order<B: Backend, M: Module<B>>(module: &M) -> Vec<ParamId> {
     struct Ids(Vec<ParamId>);
     impl<B: Backend> ModuleVisitor<B> for Ids {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
@@ -232,7 +336,7 @@ fn param_order<B: Backend>(model: &TrainModel<B>) -> Vec<ParamId> {
         }
     }
     let mut ids = Ids(Vec::new());
-    model.visit(&mut ids);
+    module.visit(&mut ids);
     ids.0
 }
 

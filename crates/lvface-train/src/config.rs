@@ -56,8 +56,10 @@ pub struct LossConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Folder holding insightface's `train.rec`, `train.idx` and `property`; empty trains on
-    /// synthetic identities rendered into the run folder.
+    /// The training set: a folder holding insightface's `train.rec`, `train.idx` and
+    /// `property` (or a `.rec` file), or an image folder with one sub-folder per identity (see
+    /// [`open_training_source`](crate::open_training_source)); empty trains on synthetic
+    /// identities rendered into the run folder.
     pub rec: String,
     /// The synthetic identities used when `rec` is empty.
     pub synthetic: SyntheticConfig,
@@ -105,6 +107,20 @@ pub struct OptimConfig {
     pub power: f64,
     /// Largest global L2 norm of the backbone's gradients; 0 turns clipping off.
     pub clip_norm: f64,
+    /// Batches whose gradients are summed (averaged) into one optimizer step: a step sees
+    /// `data.batch_size · gradient_accumulation` images per rank.
+    pub gradient_accumulation: usize,
+}
+
+/// What a step whose loss or gradient is not finite does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFinitePolicy {
+    /// Stop the run with an error naming the step, phase and last good checkpoint.
+    Stop,
+    /// Leave the step out (no update of weights, optimizer or prototypes) and go on; the run
+    /// still stops after `run.skip_limit` such steps in a row.
+    Skip,
 }
 
 /// Seeds, checkpoints and logging.
@@ -122,6 +138,10 @@ pub struct RunConfig {
     /// Stop (after checkpointing) once this many steps are done; 0 runs to the end. A run
     /// stopped this way continues to the end with `--resume`.
     pub stop_at_step: u64,
+    /// A step whose loss or gradient is NaN or infinite: `stop` or `skip`.
+    pub nonfinite: NonFinitePolicy,
+    /// With `nonfinite = "skip"`, the most such steps in a row before the run stops anyway.
+    pub skip_limit: u64,
 }
 
 /// Verification at the end of the run.
@@ -233,6 +253,10 @@ impl TrainConfig {
             ("data.prefetch", data.prefetch),
             ("eval.batch_size", self.eval.batch_size),
             ("run.keep_checkpoints", self.run.keep_checkpoints),
+            (
+                "optim.gradient_accumulation",
+                self.optim.gradient_accumulation,
+            ),
         ] {
             if value == 0 {
                 bail!("{key} must be positive, got 0");

@@ -26,14 +26,19 @@ mod config;
 mod embed;
 mod evaluate;
 mod model;
+mod plots;
+mod progress;
+mod ranks;
 mod schedule;
+mod source;
+mod step;
 mod train;
 mod verify;
 
 pub use clip::clip_global_norm;
 pub use config::{
-    DataConfig, EvalConfig, Experiment, LossConfig, OptimConfig, RunConfig, ScheduleKind,
-    TrainConfig, BASE, DEFAULT,
+    DataConfig, EvalConfig, Experiment, LossConfig, NonFinitePolicy, OptimConfig, RunConfig,
+    ScheduleKind, TrainConfig, BASE, DEFAULT,
 };
 pub use embed::{
     cosine, embed_faces, read_face, threshold_from_report, write_npy, EmbedOptions, Face,
@@ -44,8 +49,13 @@ pub use evaluate::{
     ModelSource, DEFAULT_EVAL_BATCH,
 };
 pub use model::TrainModel;
+pub use plots::{write_curves, EVAL_FILE, PLOT_SIZE};
+pub use progress::{bar, format_eta, Progress};
+pub use ranks::PeerFailed;
 pub use schedule::Schedule;
+pub use source::{check_training_source, open_training_source};
 pub use train::{
-    create_run, fresh_run_dir, step_seed, train, RunSummary, CONFIG_FILE, METRICS_FILE,
+    create_run, fresh_run_dir, step_seed, train, train_launched, train_local, RunSummary,
+    CONFIG_FILE, METRICS_FILE,
 };
 pub use verify::{embed_pairs, pixel_baseline, verification, PairEmbeddings};

@@ -43,6 +43,12 @@ enum Command {
         /// Where to run.
         #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
         backend: BackendKind,
+        /// Ranks in this process: the backbone data parallel, the classifier sharded. On cuda,
+        /// rank r runs on GPU r; on cpu, all ranks share the CPU. Under a torchrun-style launch
+        /// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) each process is one rank instead, on
+        /// GPU LOCAL_RANK.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        devices: u64,
     },
     /// Build a backbone, embed random batches, print its parameter count and images/s.
     Probe {
@@ -87,8 +93,13 @@ fn main() -> Result<()> {
             out,
             resume,
             backend,
+            devices,
         } => {
             backend::ensure_compiled(backend)?;
+            let launch = lvface_pfc::Launch::from_env()?;
+            if launch.is_some() && devices > 1 {
+                bail!("--devices {devices} and a launch environment (RANK, WORLD_SIZE) were both given; a launched process is one rank");
+            }
             let run_dir = match resume {
                 Some(dir) => {
                     if !dir.join(lvface_train::CONFIG_FILE).is_file() {
@@ -105,15 +116,35 @@ fn main() -> Result<()> {
                 }
             };
             println!("run folder: {}", run_dir.display());
+            let devices = devices as usize;
             let summary = match backend {
                 #[cfg(feature = "cpu")]
-                BackendKind::Cpu => lvface_train::train::<
-                    burn::backend::Autodiff<backend::cpu::Backend>,
-                >(&run_dir, &backend::cpu::device())?,
+                BackendKind::Cpu => {
+                    type B = burn::backend::Autodiff<backend::cpu::Backend>;
+                    let device = backend::cpu::device();
+                    match &launch {
+                        Some(launch) => {
+                            lvface_train::train_launched::<B>(&run_dir, launch, &device)?
+                        }
+                        None => lvface_train::train_local::<B>(&run_dir, &[device], devices)?,
+                    }
+                }
                 #[cfg(feature = "cuda")]
-                BackendKind::Cuda => lvface_train::train::<
-                    burn::backend::Autodiff<backend::cuda::Backend>,
-                >(&run_dir, &backend::cuda::device(0)?)?,
+                BackendKind::Cuda => {
+                    type B = burn::backend::Autodiff<backend::cuda::Backend>;
+                    match &launch {
+                        Some(launch) => {
+                            let device = backend::cuda::device(launch.local_rank)?;
+                            lvface_train::train_launched::<B>(&run_dir, launch, &device)?
+                        }
+                        None => {
+                            let devices = (0..devices)
+                                .map(backend::cuda::device)
+                                .collect::<Result<Vec<_>>>()?;
+                            lvface_train::train_local::<B>(&run_dir, &devices, devices.len())?
+                        }
+                    }
+                }
                 #[allow(unreachable_patterns)]
                 _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
             };

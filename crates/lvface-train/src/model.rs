@@ -3,7 +3,7 @@
 use burn::module::Param;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use lvface_vit::{Vit, VitConfig};
+use lvface_vit::Vit;
 
 /// The backbone and the centre matrix of the classification layer, one module so that one
 /// optimizer steps both (insightface puts both in AdamW's parameter groups).
@@ -11,24 +11,24 @@ use lvface_vit::{Vit, VitConfig};
 pub struct TrainModel<B: Backend> {
     /// The face ViT.
     pub backbone: Vit<B>,
-    /// One learned centre per class.
+    /// One learned centre per class of this rank's shard (all classes on one device).
     ///
     /// # Shapes
-    /// `[classes, num_features]`
+    /// `[num_local, num_features]`
     pub centres: Param<Tensor<B, 2>>,
 }
 
 impl<B: Backend> TrainModel<B> {
-    /// A fresh model: the ViT's own initialisation, centres drawn from `N(0, 0.01²)` as
-    /// insightface's Partial FC does.
-    pub fn init(vit: &VitConfig, classes: usize, device: &B::Device) -> Self {
+    /// `backbone` with fresh centres for `rows` classes (one rank's shard), drawn from
+    /// `N(0, 0.01²)` as insightface's Partial FC does.
+    pub fn new(backbone: Vit<B>, rows: usize, num_features: usize, device: &B::Device) -> Self {
         let centres = Tensor::random(
-            [classes, vit.num_features],
+            [rows, num_features],
             Distribution::Normal(0.0, 0.01),
             device,
         );
         Self {
-            backbone: vit.init(device),
+            backbone,
             centres: Param::from_tensor(centres),
         }
     }

@@ -10,20 +10,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_data::{BinPairs, FaceSource, Loader, LoaderConfig, RecordDataset, SyntheticFaces};
 use lvface_eval::VerificationReport;
-use lvface_loss::{NegativeSamplerConfig, Phase, PrototypeBank, SampledClasses, StableStageConfig};
+use lvface_pfc::{
+    run_local_peers, BurnCollective, ClassShard, Collective, Launch, PartialFcConfig, Solo,
+};
 
 use crate::checkpoint::{self, Optim, TrainState};
-use crate::clip::clip_global_norm;
-use crate::config::{LossConfig, TrainConfig};
+use crate::config::{NonFinitePolicy, TrainConfig};
 use crate::model::TrainModel;
+use crate::ranks::{agree, check_same_weights, first_failure, GENERATOR};
 use crate::schedule::Schedule;
+use crate::step::{Outcome, StepPlan};
 use crate::verify;
+
+/// The held-out synthetic pairs in a run's `data/` folder.
+const SYNTHETIC_PAIRS: &str = "synthetic_pairs.bin";
 
 /// The resolved configuration inside a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -72,34 +78,88 @@ pub fn create_run(config: &TrainConfig, run_dir: &Path) -> Result<()> {
 }
 
 /// Runs (or continues, from its latest checkpoint) the run in `run_dir`, created by
-/// [`create_run`].
+/// [`create_run`], on one device.
 pub fn train<B: AutodiffBackend>(run_dir: &Path, device: &B::Device) -> Result<RunSummary> {
+    run_rank::<B, _>(run_dir, device, &Solo::new())
+}
+
+/// The same on `world` in-process ranks, rank `r` on `devices[r % devices.len()]`: the backbone
+/// data parallel, the classification layer sharded (lvface-pfc). Returns rank 0's summary, or
+/// the error of the rank that failed.
+pub fn train_local<B: AutodiffBackend>(
+    run_dir: &Path,
+    devices: &[B::Device],
+    world: usize,
+) -> Result<RunSummary> {
+    if devices.is_empty() || world == 0 {
+        bail!("--devices must be at least 1, and a device is needed");
+    }
+    if world == 1 {
+        return train::<B>(run_dir, &devices[0]);
+    }
+    let results = run_local_peers::<B::InnerBackend, _, _>(world, devices, |comm| {
+        let device = devices[comm.rank() % devices.len()].clone();
+        run_rank::<B, _>(run_dir, &device, &comm)
+    })?;
+    first_failure(results)
+}
+
+/// The same as one rank of a group of processes described by `launch` (torchrun's
+/// environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ...), on `device`.
+pub fn train_launched<B: AutodiffBackend>(
+    run_dir: &Path,
+    launch: &Launch,
+    device: &B::Device,
+) -> Result<RunSummary> {
+    let comm = BurnCollective::<B::InnerBackend>::global(launch, device.clone())?;
+    run_rank::<B, _>(run_dir, device, &comm)
+}
+
+/// The run, as seen by one rank. Rank 0 prints, logs metrics and writes the report.
+fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
+    run_dir: &Path,
+    device: &B::Device,
+    comm: &C,
+) -> Result<RunSummary> {
     let config = TrainConfig::read_resolved(&run_dir.join(CONFIG_FILE))?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let lead = rank == 0;
     let seed = config.run.seed;
-    let data = open_data(&config, run_dir)?;
+    let rendered = if lead {
+        render_synthetic(&config, run_dir)
+    } else {
+        Ok(())
+    };
+    agree(comm, device, rendered)?;
+    let data = agree(comm, device, open_data(&config, run_dir, rank, world))?;
     let loader = data.loader;
-    let schedule = Schedule::new(&config, loader.batches_per_epoch() as u64);
+    let accumulation = config.optim.gradient_accumulation;
+    let batches_per_epoch = loader.batches_per_epoch();
+    let schedule = Schedule::new(&config, (batches_per_epoch / accumulation) as u64);
     if schedule.steps_per_epoch == 0 {
         bail!(
-            "data.batch_size = {} is larger than the {} training images",
+            "one step takes data.batch_size · optim.gradient_accumulation · ranks = {} · {} · \
+             {world} images, more than the {} training images",
             config.data.batch_size,
+            accumulation,
             data.images
         );
     }
     let curriculum = config.loss.curriculum.init();
+    let shard = ClassShard::new(rank, world, data.classes);
 
-    B::seed(device, seed);
-    let mut model = TrainModel::<B>::init(&config.vit, data.classes, device);
+    let mut model = init_model::<B>(&config, shard, device);
     let mut optim: Optim<B> = AdamWConfig::new()
         .with_beta_1(config.optim.beta1 as f32)
         .with_beta_2(config.optim.beta2 as f32)
         .with_epsilon(config.optim.epsilon as f32)
         .with_weight_decay(config.optim.weight_decay as f32)
         .init();
-    let mut bank = config
-        .loss
-        .prototypes
-        .init::<B>(data.classes, config.vit.num_features, device);
+    let mut bank =
+        config
+            .loss
+            .prototypes
+            .init::<B>(shard.num_local(), config.vit.num_features, device);
     let mut state = TrainState {
         step: 0,
         epoch: 0,
@@ -109,37 +169,46 @@ pub fn train<B: AutodiffBackend>(run_dir: &Path, device: &B::Device) -> Result<R
         classes: data.classes,
         seed,
         loss: f64::NAN,
+        world_size: world,
+        centre_steps: 0,
+        skipped: 0,
     };
     if let Some(dir) = checkpoint::latest(run_dir)? {
-        let loaded = checkpoint::load(&dir, model, optim, &mut bank, device)
-            .with_context(|| format!("cannot resume from checkpoint {}", dir.display()))?;
-        (state, model, optim) = loaded;
-        if (state.steps_per_epoch, state.classes) != (schedule.steps_per_epoch, data.classes) {
-            bail!(
-                "checkpoint {} was taken with {} steps per epoch and {} classes, the data now \
-                 gives {} and {}",
-                dir.display(),
-                state.steps_per_epoch,
-                state.classes,
-                schedule.steps_per_epoch,
-                data.classes
-            );
+        let loaded = checkpoint::load(&dir, shard, model, optim, &mut bank, device)
+            .with_context(|| format!("cannot resume from checkpoint {}", dir.display()));
+        (state, model, optim) = agree(comm, device, loaded)?;
+        state = resumed_state(state, &dir, &schedule, data.classes, world)?;
+        if lead {
+            println!("resuming at step {} from {}", state.step, dir.display());
         }
-        println!("resuming at step {} from {}", state.step, dir.display());
     }
-    let mut metrics = open_metrics(run_dir, state.step)?;
+    check_same_weights::<B, _, _>(&model.backbone, comm)?;
+    let mut metrics = if lead {
+        Some(open_metrics(run_dir, state.step)?)
+    } else {
+        None
+    };
 
-    println!(
-        "training {} classes, {} images, {} steps ({} per epoch, {} epochs), batch {}",
-        data.classes,
-        data.images,
-        schedule.total_steps,
-        schedule.steps_per_epoch,
-        config.loss.curriculum.epochs,
-        config.data.batch_size
-    );
+    if lead {
+        println!(
+            "training {} classes, {} images, {} steps ({} per epoch, {} epochs), batch {} on \
+             each of {world} rank(s){}",
+            data.classes,
+            data.images,
+            schedule.total_steps,
+            schedule.steps_per_epoch,
+            config.loss.curriculum.epochs,
+            config.data.batch_size,
+            if accumulation > 1 {
+                format!(", {accumulation} batches per step")
+            } else {
+                String::new()
+            }
+        );
+    }
     let mut losses = Vec::new();
     let mut window = (Instant::now(), 0usize);
+    let mut skipped_in_a_row = 0;
     // A run that already stopped at `run.stop_at_step` is being resumed: go on to the end.
     let stop_at = match config.run.stop_at_step {
         n if n > state.step => n.min(schedule.total_steps),
@@ -149,46 +218,76 @@ pub fn train<B: AutodiffBackend>(run_dir: &Path, device: &B::Device) -> Result<R
         let epoch = schedule.epoch_of(state.step);
         let phase_index = curriculum.phase_index(epoch as usize);
         let phase = curriculum.config().phases[phase_index];
-        let skip = (state.step - epoch * schedule.steps_per_epoch) as usize;
-        for batch in loader.epoch(epoch).skip(skip) {
-            let batch = batch?;
-            let step = state.step;
-            // data -> backbone (train mode) -> classification layer of this phase
-            B::seed(device, step_seed(seed, step));
-            let labels = batch.labels_tensor::<B>(device);
-            let embeddings = model.backbone.forward(batch.to_tensor::<B>(device));
-            let features = embeddings.clone().detach();
-            let (loss, sample) = phase_loss(
-                &phase,
-                &config.loss,
+        let plan = StepPlan {
+            pfc: PartialFcConfig {
+                sample_rate: if phase.sampling {
+                    phase.sample_rate
+                } else {
+                    1.0
+                },
                 seed,
-                step,
-                &model,
-                embeddings,
-                &batch,
-                &bank,
-            );
-            let loss_value: f64 = loss.clone().into_scalar().elem();
-            if !loss_value.is_finite() {
-                bail!(
-                    "the loss is {loss_value} at step {} (epoch {epoch}, phase {phase_index}); \
-                     stopped, the last good checkpoint is {}",
-                    step + 1,
-                    checkpoint::latest(run_dir)?
-                        .map_or("none yet".into(), |d| d.display().to_string())
-                );
             }
-            // backward -> clip the backbone -> AdamW step -> prototypes
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            let grad_norm = clip_global_norm(&model.backbone, &mut grads, config.optim.clip_norm);
+            .init(rank, world, data.classes)?,
+            phase,
+            loss: &config.loss,
+            clip_norm: config.optim.clip_norm,
+            seed,
+            comm,
+        };
+        let phase_name = if phase.prototypes { "stable" } else { "early" };
+        let done_in_epoch = state.step - epoch * schedule.steps_per_epoch;
+        let mut epoch_batches = loader
+            .epoch(epoch)
+            .skip(done_in_epoch as usize * accumulation);
+        for _ in done_in_epoch..schedule.steps_per_epoch {
+            let step = state.step;
+            let batches: Result<Vec<_>> = (&mut epoch_batches)
+                .take(accumulation)
+                .map(|b| b.map_err(anyhow::Error::from))
+                .collect();
+            let batches = agree(comm, device, batches)?;
             let lr = schedule.lr(step);
-            let before = model.centres.val();
-            model = optim.step(lr, model, grads);
-            if let Some(sample) = sample {
-                let after = model.centres.val();
-                model = model.with_centres(sample.keep_unsampled_rows(before, after));
-            }
-            bank.update(features, labels);
+            let outcome;
+            (model, outcome) = plan.run(
+                model,
+                &mut optim,
+                &mut bank,
+                &batches,
+                step * accumulation as u64,
+                lr,
+            )?;
+            let (loss_value, grad_norm) = match outcome {
+                Outcome::Done { loss, grad_norm } => {
+                    skipped_in_a_row = 0;
+                    (loss, grad_norm)
+                }
+                Outcome::NonFinite(what) => {
+                    let last = checkpoint::latest(run_dir)?
+                        .map_or("none yet".into(), |d| d.display().to_string());
+                    let at = format!("step {} (epoch {epoch}, phase {phase_index})", step + 1);
+                    skipped_in_a_row += 1;
+                    if config.run.nonfinite == NonFinitePolicy::Stop
+                        || skipped_in_a_row > config.run.skip_limit
+                    {
+                        bail!(
+                            "{what} at {at}; stopped ({}), the last good checkpoint is {last}",
+                            if config.run.nonfinite == NonFinitePolicy::Stop {
+                                "run.nonfinite = \"stop\"".to_string()
+                            } else {
+                                format!(
+                                    "more than run.skip_limit = {} in a row",
+                                    config.run.skip_limit
+                                )
+                            }
+                        );
+                    }
+                    state.skipped += 1;
+                    if lead {
+                        println!("skipping {at}: {what} (run.nonfinite = \"skip\")");
+                    }
+                    (f64::NAN, f64::NAN)
+                }
+            };
 
             state = TrainState {
                 step: step + 1,
@@ -199,23 +298,25 @@ pub fn train<B: AutodiffBackend>(run_dir: &Path, device: &B::Device) -> Result<R
                 ..state
             };
             losses.push((state.step, loss_value));
-            window.1 += batch.len();
+            window.1 += batches.iter().map(|b| b.len()).sum::<usize>() * world;
             let images_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
-            writeln!(
-                metrics,
-                "{}",
-                serde_json::json!({
-                    "step": state.step, "epoch": epoch, "phase": phase_index, "loss": loss_value,
-                    "lr": lr, "grad_norm": grad_norm, "images_per_s": images_per_s,
-                })
-            )?;
-            if state.step % config.run.log_every == 0 || state.step == stop_at {
+            if let Some(metrics) = metrics.as_mut() {
+                writeln!(
+                    metrics,
+                    "{}",
+                    serde_json::json!({
+                        "step": state.step, "epoch": epoch, "phase": phase_index,
+                        "loss": finite_or_null(loss_value), "lr": lr,
+                        "grad_norm": finite_or_null(grad_norm), "images_per_s": images_per_s,
+                    })
+                )?;
+            }
+            if lead && (state.step % config.run.log_every == 0 || state.step == stop_at) {
                 println!(
-                    "step {:>6}/{} epoch {epoch} phase {phase_index} ({}) loss {loss_value:.4} \
-                     lr {lr:.2e} grad_norm {grad_norm:.3} images/s {images_per_s:.1}",
-                    state.step,
-                    schedule.total_steps,
-                    if phase.prototypes { "stable" } else { "early" },
+                    "step {:>6}/{} epoch {epoch} phase {phase_index} ({phase_name}) loss \
+                     {loss_value:.4} lr {lr:.2e} grad_norm {grad_norm:.3} images/s \
+                     {images_per_s:.1}",
+                    state.step, schedule.total_steps,
                 );
                 window = (Instant::now(), 0);
             }
@@ -225,17 +326,21 @@ pub fn train<B: AutodiffBackend>(run_dir: &Path, device: &B::Device) -> Result<R
                 checkpoint::save(
                     run_dir,
                     &state,
+                    shard,
                     &model,
                     &optim,
                     &bank,
                     config.run.keep_checkpoints,
+                    comm,
                 )?;
             }
             if state.step == stop_at {
                 break;
             }
         }
-        metrics.flush()?;
+        if let Some(metrics) = metrics.as_mut() {
+            metrics.flush()?;
+        }
     }
     let finished = state.step == schedule.total_steps;
     let mut summary = RunSummary {
@@ -245,7 +350,7 @@ pub fn train<B: AutodiffBackend>(run_dir: &Path, device: &B::Device) -> Result<R
         verification: Vec::new(),
         pixel_baseline: Vec::new(),
     };
-    if finished {
+    if finished && lead {
         let backbone = model.backbone.valid();
         let size = config.vit.image_size as u32;
         let verification = &config.eval.verification;
@@ -260,57 +365,102 @@ pub fn train<B: AutodiffBackend>(run_dir: &Path, device: &B::Device) -> Result<R
                 summary.pixel_baseline.push((name.clone(), report));
             }
         }
-        write_report(run_dir, &summary)?;
+        write_report(run_dir, &summary, state.skipped)?;
     }
     Ok(summary)
 }
 
-/// The classification loss of the phase: combined margin over the sampled centres in the early
-/// phase; the stable-stage loss over all centres with the prototype bank once prototypes are on.
-#[allow(clippy::too_many_arguments)]
-fn phase_loss<B: AutodiffBackend>(
-    phase: &Phase,
-    config: &LossConfig,
-    seed: u64,
-    step: u64,
-    model: &TrainModel<B>,
-    embeddings: Tensor<B, 2>,
-    batch: &lvface_data::Batch,
-    bank: &PrototypeBank<B>,
-) -> (Tensor<B, 1>, Option<SampledClasses>) {
-    let device = embeddings.device();
-    let labels = batch.labels_tensor::<B>(&device);
-    if phase.prototypes {
-        let stable = StableStageConfig {
-            margin: phase.margin,
-            prototype_weight: config.prototype_weight,
-            expectation_weighting: config.expectation_weighting,
-        }
-        .init();
-        let loss = stable.forward(embeddings, model.centres.val(), labels, bank);
-        return (loss, None);
-    }
-    let margin = phase.margin.init();
-    if !phase.sampling {
-        return (
-            margin.forward(embeddings, model.centres.val(), labels),
-            None,
-        );
-    }
-    let sampler = NegativeSamplerConfig {
-        sample_rate: phase.sample_rate,
-        seed,
-    }
-    .init();
-    let classes = model.centres.dims()[0];
-    let sample = sampler.sample(&batch.labels, classes, step);
-    let centres = sample.select_centres(model.centres.val());
-    let loss = margin.forward(embeddings, centres, sample.label_tensor(&device));
-    (loss, Some(sample))
+/// A fresh model for `shard`: the backbone is the same on every rank (seeded by `run.seed`),
+/// each centre shard is drawn from its own stream.
+fn init_model<B: AutodiffBackend>(
+    config: &TrainConfig,
+    shard: ClassShard,
+    device: &B::Device,
+) -> TrainModel<B> {
+    let _generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+    B::seed(device, config.run.seed);
+    // burn draws a parameter's initial values when it is first used; draw them now, while
+    // this rank holds the generator, or in-process ranks would start from different weights.
+    let backbone = initialized(config.vit.init(device));
+    B::seed(
+        device,
+        step_seed(config.run.seed ^ CENTRES_STREAM, shard.rank as u64),
+    );
+    TrainModel::new(backbone, shard.num_local(), config.vit.num_features, device)
 }
 
-/// The backend seed of step `step`: SplitMix64 of the pair, so that masking and drop path of a
-/// step do not depend on how many steps this process ran before it.
+/// Seeds the centre shards' streams apart from the backbone's.
+const CENTRES_STREAM: u64 = 0x6365_6e74_7265_7300;
+
+/// `module` with every parameter's lazy initialisation done.
+fn initialized<B: Backend, M: Module<B>>(module: M) -> M {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+    module
+}
+
+/// The state a checkpoint resumes at. On the ranks it was written with, as saved; on another
+/// number of ranks the steps per epoch change, so only an epoch end can be continued, at the
+/// start of the next epoch.
+fn resumed_state(
+    state: TrainState,
+    dir: &Path,
+    schedule: &Schedule,
+    classes: usize,
+    world: usize,
+) -> Result<TrainState> {
+    if state.classes != classes {
+        bail!(
+            "checkpoint {} was taken with {} classes, the data now gives {classes}",
+            dir.display(),
+            state.classes
+        );
+    }
+    if state.world_size == world {
+        if state.steps_per_epoch != schedule.steps_per_epoch {
+            bail!(
+                "checkpoint {} was taken with {} steps per epoch, the data and configuration \
+                 now give {}",
+                dir.display(),
+                state.steps_per_epoch,
+                schedule.steps_per_epoch
+            );
+        }
+        return Ok(state);
+    }
+    if state.batch_in_epoch != 0 {
+        bail!(
+            "checkpoint {} was taken on {} rank(s) in the middle of epoch {}; a run continues \
+             on {world} rank(s) only from an epoch end (resume on {0} rank(s), or from an \
+             epoch-end checkpoint)",
+            dir.display(),
+            state.world_size,
+            state.epoch
+        );
+    }
+    Ok(TrainState {
+        step: state.epoch * schedule.steps_per_epoch,
+        steps_per_epoch: schedule.steps_per_epoch,
+        world_size: world,
+        ..state
+    })
+}
+
+fn finite_or_null(value: f64) -> serde_json::Value {
+    if value.is_finite() {
+        value.into()
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+/// The backend seed of stream `step`: SplitMix64 of the pair, so that masking and drop path of a
+/// batch do not depend on how many batches this process ran before it.
 pub fn step_seed(seed: u64, step: u64) -> u64 {
     let mut z = seed ^ step.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -333,27 +483,34 @@ fn open_rec(rec: &str) -> Result<RecordDataset> {
     RecordDataset::open(path).with_context(|| format!("data.rec: opening {rec}"))
 }
 
-/// The training set (rendering the synthetic one into the run folder the first time) and the
-/// verification pair sets.
-fn open_data(config: &TrainConfig, run_dir: &Path) -> Result<Data> {
+/// Renders the synthetic training set and its verification pairs into `RUN_DIR/data/` the
+/// first time (nothing when the run trains on `data.rec`).
+fn render_synthetic(config: &TrainConfig, run_dir: &Path) -> Result<()> {
+    let dir = run_dir.join("data");
+    if !config.data.rec.is_empty() || dir.exists() {
+        return Ok(());
+    }
+    let tmp = run_dir.join("data.tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    let faces = SyntheticFaces::new(config.data.synthetic.clone())?;
+    let (images, classes) = faces.write_rec(&tmp)?;
+    faces.write_bin(&tmp.join(SYNTHETIC_PAIRS))?;
+    std::fs::rename(&tmp, &dir)?;
+    println!(
+        "rendered {images} synthetic images of {classes} identities into {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// The training set (rank `rank`'s share of it) and the verification pair sets.
+fn open_data(config: &TrainConfig, run_dir: &Path, rank: usize, world: usize) -> Result<Data> {
     let mut pairs = Vec::new();
     let source: Arc<dyn FaceSource> = if config.data.rec.is_empty() {
         let dir = run_dir.join("data");
-        let bin = dir.join("synthetic_pairs.bin");
-        if !dir.exists() {
-            let tmp = run_dir.join("data.tmp");
-            if tmp.exists() {
-                std::fs::remove_dir_all(&tmp)?;
-            }
-            let faces = SyntheticFaces::new(config.data.synthetic.clone())?;
-            let (images, classes) = faces.write_rec(&tmp)?;
-            faces.write_bin(&tmp.join("synthetic_pairs.bin"))?;
-            std::fs::rename(&tmp, &dir)?;
-            println!(
-                "rendered {images} synthetic images of {classes} identities into {}",
-                dir.display()
-            );
-        }
+        let bin = dir.join(SYNTHETIC_PAIRS);
         if config.eval.synthetic_pairs && config.data.synthetic.pairs > 0 {
             pairs.push(("synthetic".to_string(), BinPairs::read(&bin)?));
         }
@@ -382,7 +539,7 @@ fn open_data(config: &TrainConfig, run_dir: &Path) -> Result<Data> {
         augment: config.data.augment.clone(),
     };
     Ok(Data {
-        loader: Loader::new(source, loader_config, 0, 1)?,
+        loader: Loader::new(source, loader_config, rank, world)?,
         classes,
         images,
         pairs,
@@ -415,7 +572,7 @@ fn open_metrics(run_dir: &Path, step: u64) -> Result<File> {
 }
 
 /// Prints the verification table and writes it to `RUN_DIR/report.json`.
-fn write_report(run_dir: &Path, summary: &RunSummary) -> Result<()> {
+fn write_report(run_dir: &Path, summary: &RunSummary, skipped: u64) -> Result<()> {
     println!(
         "{:<16} {:>9} {:>9} {:>16}",
         "set", "accuracy", "std", "pixels accuracy"
@@ -441,6 +598,7 @@ fn write_report(run_dir: &Path, summary: &RunSummary) -> Result<()> {
     }
     let report = serde_json::json!({
         "steps": summary.steps,
+        "skipped_steps": skipped,
         "final_loss": summary.losses.last().map(|l| l.1),
         "verification": sets,
     });

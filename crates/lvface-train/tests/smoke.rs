@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
-use lvface_train::{create_run, train, Experiment, RunSummary, TrainConfig, METRICS_FILE};
+use lvface_train::{
+    create_run, train, train_local, Experiment, RunSummary, TrainConfig, METRICS_FILE,
+};
 
 type B = Autodiff<Flex>;
 
@@ -110,7 +112,10 @@ fn smoke_run_learns_resumes_and_verifies() {
     assert_eq!(&full.losses[6..], &resumed.losses[..]);
     // The steps after the resume repeat the uninterrupted run's losses exactly (which needs
     // the centres and AdamW's moments restored), and end in the same weights and prototypes.
-    for file in ["backbone.safetensors", "prototypes.safetensors"] {
+    for file in [
+        "backbone.safetensors",
+        "classifier/shard-00000-of-00001.safetensors",
+    ] {
         let (a, b) = (
             checkpoint_tensors(&dir, file),
             checkpoint_tensors(&split, file),
@@ -125,4 +130,88 @@ fn smoke_run_learns_resumes_and_verifies() {
         resumed.verification[0].1.accuracy
     );
     assert_eq!(metric_lines(&split).len(), 24);
+}
+
+fn run_ranks(name: &str, sets: &[&str], ranks: usize) -> (PathBuf, RunSummary) {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let config = TrainConfig::load(&smoke(), &sets).unwrap();
+    let dir = fresh_dir(name);
+    create_run(&config, &dir).unwrap();
+    let summary = train_local::<B>(&dir, &[Default::default()], ranks).unwrap();
+    (dir, summary)
+}
+
+fn latest_state(dir: &Path) -> serde_json::Value {
+    let latest = lvface_train::checkpoint::latest(dir).unwrap().unwrap();
+    serde_json::from_str(&std::fs::read_to_string(latest.join("state.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn two_ranks_learn_repeat_after_resume_and_continue_on_one() {
+    // Batch 8 per rank: 64 images give 4 steps per epoch on 2 ranks, 24 in all.
+    let (dir, full) = run_ranks("ranks-full", &["data.batch_size=8"], 2);
+    assert!(full.finished);
+    assert_eq!(full.steps, 24);
+    let losses: Vec<f64> = full.losses.iter().map(|l| l.1).collect();
+    assert!(losses.iter().all(|l| l.is_finite()));
+    let mean = |range: std::ops::Range<usize>| losses[range.clone()].iter().sum::<f64>() / 4.0;
+    assert!(
+        mean(8..12) < 0.8 * mean(0..4),
+        "early-phase loss did not fall on 2 ranks: {losses:?}"
+    );
+    assert_eq!(full.verification[0].1.pairs, 40);
+    // The classifier is saved as two shards and a manifest.
+    let latest = lvface_train::checkpoint::latest(&dir).unwrap().unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(latest.join("classifier/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["world_size"], 2);
+    assert_eq!(manifest["num_classes"], 8);
+    assert_eq!(latest_state(&dir)["world_size"], 2);
+
+    // Stopped mid-epoch and resumed on 2 ranks: the same losses and weights as without the stop.
+    let sets = [
+        "data.batch_size=8",
+        "run.stop_at_step=6",
+        "run.checkpoint_every=3",
+    ];
+    let (split, first) = run_ranks("ranks-split", &sets, 2);
+    assert_eq!(first.steps, 6);
+    let resumed = train_local::<B>(&split, &[Default::default()], 2).unwrap();
+    assert!(resumed.finished);
+    assert_eq!(&full.losses[6..], &resumed.losses[..]);
+    for file in [
+        "backbone.safetensors",
+        "classifier/shard-00000-of-00002.safetensors",
+        "classifier/shard-00001-of-00002.safetensors",
+    ] {
+        let (a, b) = (
+            checkpoint_tensors(&dir, file),
+            checkpoint_tensors(&split, file),
+        );
+        assert!(!a.is_empty());
+        for (name, tensor) in &a {
+            assert!(&b[name] == tensor, "{file}: {name} differs after resuming");
+        }
+    }
+
+    // A mid-epoch checkpoint of 2 ranks cannot continue on 1 (the steps per epoch change)...
+    let sets = ["data.batch_size=8", "run.stop_at_step=6"];
+    let (odd, _) = run_ranks("ranks-mid-epoch", &sets, 2);
+    let err = train::<B>(&odd, &Default::default()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("only from an epoch end"),
+        "unexpected error: {err:#}"
+    );
+    // ...but an epoch end can: 2 epochs of 4 steps on 2 ranks are 2 epochs of 8 steps on one,
+    // and the run finishes there with the classifier merged into one shard.
+    let sets = ["data.batch_size=8", "run.stop_at_step=8"];
+    let (moved, _) = run_ranks("ranks-to-one", &sets, 2);
+    let one = train::<B>(&moved, &Default::default()).unwrap();
+    assert!(one.finished);
+    assert_eq!(one.losses.first().unwrap().0, 17);
+    assert_eq!(one.steps, 48);
+    assert_eq!(latest_state(&moved)["world_size"], 1);
+    assert!(one.losses.iter().all(|l| l.1.is_finite()));
 }

@@ -1,0 +1,109 @@
+//! What the ranks of one run must agree on.
+//!
+//! A rank that fails alone (a corrupt image, a full disk) would leave the others waiting in
+//! their next collective forever. [`agree`] turns every fallible step that precedes a collective
+//! into one: each rank contributes a failure flag to an all-reduce, and when any rank failed,
+//! every rank returns an error, so the whole run stops with the failing rank's message.
+
+use std::sync::Mutex;
+
+use anyhow::Result;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use lvface_pfc::Collective;
+
+/// In-process ranks share the backend's random generator (Flex's is one per process): a rank
+/// holds this while it seeds the generator and draws from it (initialisation, masking, drop
+/// path), so that every draw depends on its seed alone and a run is reproducible.
+pub(crate) static GENERATOR: Mutex<()> = Mutex::new(());
+
+/// The error of a rank that stopped because another rank failed; the failing rank reports its
+/// own error.
+#[derive(Debug, thiserror::Error)]
+#[error("rank {rank} stopped: {failed} other rank(s) failed")]
+pub struct PeerFailed {
+    /// This rank.
+    pub rank: usize,
+    /// How many ranks failed.
+    pub failed: usize,
+}
+
+/// `result` on this rank, or an error on every rank when any rank's `result` is an error.
+/// One all-reduce of one number; nothing with a single rank.
+pub(crate) fn agree<T, B: Backend, C: Collective<B>>(
+    comm: &C,
+    device: &B::Device,
+    result: Result<T>,
+) -> Result<T> {
+    if comm.world_size() == 1 {
+        return result;
+    }
+    let flag = if result.is_err() { 1.0f32 } else { 0.0 };
+    let failed = comm
+        .all_reduce_sum(Tensor::<B, 1>::from_floats([flag], device))?
+        .into_scalar()
+        .elem::<f32>()
+        .round() as usize;
+    match result {
+        Ok(_) if failed > 0 => Err(PeerFailed {
+            rank: comm.rank(),
+            failed,
+        }
+        .into()),
+        other => other,
+    }
+}
+
+/// The outcome of a run on several in-process ranks: rank 0's result, or the first error that
+/// is a failure of its own (not a [`PeerFailed`]).
+pub(crate) fn first_failure<T>(results: Vec<Result<T>>) -> Result<T> {
+    let mut results: Vec<Result<T>> = results;
+    if let Some(i) = results
+        .iter()
+        .position(|r| r.as_ref().is_err_and(|e| !e.is::<PeerFailed>()))
+    {
+        return results.swap_remove(i);
+    }
+    results.swap_remove(0)
+}
+
+/// An error on every rank when the ranks do not hold the same `module` (processes launched with
+/// different configurations or checkpoints): a fingerprint of its weights, `(Σ w, Σ w²)`, is
+/// gathered and compared.
+pub(crate) fn check_same_weights<B, M, C>(module: &M, comm: &C) -> Result<()>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    C: Collective<B::InnerBackend>,
+{
+    if comm.world_size() == 1 {
+        return Ok(());
+    }
+    struct Fingerprint<B: Backend>(Vec<Tensor<B, 1>>);
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Fingerprint<B::InnerBackend> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let w = param.val().inner().reshape([-1]);
+            self.0
+                .push(Tensor::cat(vec![w.clone().sum(), w.square().sum()], 0));
+        }
+    }
+    let mut print = Fingerprint::<B::InnerBackend>(Vec::new());
+    module.visit(&mut print);
+    let mine = Tensor::stack::<2>(print.0, 0).sum_dim(0);
+    let all: Vec<f32> = comm
+        .all_gather(mine)?
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("float tensor");
+    if let Some(rank) = (0..comm.world_size()).find(|r| all[2 * r..2 * r + 2] != all[..2]) {
+        anyhow::bail!(
+            "rank {rank} holds other backbone weights than rank 0 (fingerprints {:?} and {:?}); \
+             every rank must start from the same configuration and checkpoint",
+            &all[2 * rank..2 * rank + 2],
+            &all[..2]
+        );
+    }
+    Ok(())
+}

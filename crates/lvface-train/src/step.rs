@@ -1,0 +1,186 @@
+//! One optimizer step of one rank: its micro-batches through the backbone and the sharded
+//! classification layer, the backbone's gradients summed over ranks and clipped, AdamW over the
+//! backbone and this rank's centre shard, then the prototype bank.
+
+use anyhow::Result;
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use lvface_data::Batch;
+use lvface_loss::{Phase, PrototypeBank, StableStageConfig};
+use lvface_pfc::{all_reduce_gradients, Collective, PartialFc, PfcError, ShardLoss, ShardStep};
+use lvface_vit::Vit;
+
+use crate::checkpoint::Optim;
+use crate::clip::clip_global_norm;
+use crate::config::LossConfig;
+use crate::model::TrainModel;
+use crate::ranks::GENERATOR;
+use crate::train::step_seed;
+
+/// What does not change between the steps of a phase.
+pub(crate) struct StepPlan<'a, C> {
+    /// This rank's classifier shard and sampler for the phase.
+    pub pfc: PartialFc,
+    /// The curriculum's phase.
+    pub phase: Phase,
+    /// Prototype weight and expectation weighting of the stable stage.
+    pub loss: &'a LossConfig,
+    /// Largest global norm of the backbone's gradients (0: none).
+    pub clip_norm: f64,
+    /// `run.seed`.
+    pub seed: u64,
+    /// The ranks.
+    pub comm: &'a C,
+}
+
+/// How a step ended.
+pub(crate) enum Outcome {
+    /// Applied.
+    Done {
+        /// The loss of the step's batches, averaged over its micro-batches.
+        loss: f64,
+        /// The backbone's global gradient norm before clipping.
+        grad_norm: f64,
+    },
+    /// Not applied: the loss or the gradient is not finite (the same on every rank).
+    NonFinite(String),
+}
+
+impl<C> StepPlan<'_, C> {
+    /// Runs the step on `batches` (its micro-batches; `first_batch` is the run-wide number of the
+    /// first) at learning rate `lr`. Nothing of a non-finite step is applied.
+    pub fn run<B>(
+        &self,
+        mut model: TrainModel<B>,
+        optim: &mut Optim<B>,
+        bank: &mut PrototypeBank<B>,
+        batches: &[Batch],
+        first_batch: u64,
+        lr: f64,
+    ) -> Result<(TrainModel<B>, Outcome)>
+    where
+        B: AutodiffBackend,
+        C: Collective<B::InnerBackend>,
+    {
+        let comm = self.comm;
+        let device = model.centres.device();
+        let scale = 1.0 / batches.len() as f64;
+        let mut accumulated = GradientsAccumulator::<Vit<B>>::new();
+        let mut centre_grad: Option<Tensor<B::InnerBackend, 2>> = None;
+        let mut taken = vec![false; self.pfc.shard().num_local()];
+        let mut shard_steps: Vec<ShardStep<B::InnerBackend>> = Vec::new();
+        let mut loss = 0.0;
+        for (i, batch) in batches.iter().enumerate() {
+            let index = first_batch + i as u64;
+            let images = batch.to_tensor::<B>(&device);
+            let embeddings = {
+                let _generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
+                let stream = index * comm.world_size() as u64 + comm.rank() as u64;
+                B::seed(&device, step_seed(self.seed, stream));
+                model.backbone.forward(images)
+            };
+            let out = match self.shard_step(&model, bank, embeddings.clone(), batch, index) {
+                Ok(out) if out.loss.is_finite() => out,
+                Ok(out) => return Ok((model, Outcome::NonFinite(format!("loss {}", out.loss)))),
+                Err(e @ PfcError::NonFinite { .. }) => {
+                    return Ok((model, Outcome::NonFinite(e.to_string())))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            loss += out.loss as f64 * scale;
+            // The surrogate's gradient with respect to the embeddings is the sharded loss's.
+            let upstream = Tensor::from_inner(out.embedding_grad.clone().mul_scalar(scale));
+            let grads = (embeddings * upstream).sum().backward();
+            accumulated.accumulate(
+                &model.backbone,
+                GradientsParams::from_grads(grads, &model.backbone),
+            );
+            let grad = out.centre_grad.clone().mul_scalar(scale);
+            centre_grad = Some(match centre_grad {
+                Some(sum) => sum + grad,
+                None => grad,
+            });
+            for &class in &out.sampled.index {
+                taken[class as usize] = true;
+            }
+            shard_steps.push(out);
+        }
+
+        let grads = all_reduce_gradients::<B, _, _>(accumulated.grads(), &model.backbone, comm)?;
+        let mut grads = grads;
+        let grad_norm = clip_global_norm(&model.backbone, &mut grads, self.clip_norm);
+        if !grad_norm.is_finite() {
+            let what = format!("backbone gradient norm {grad_norm}");
+            return Ok((model, Outcome::NonFinite(what)));
+        }
+        let centre_grad = centre_grad.expect("a step has at least one batch");
+        grads.register::<B::InnerBackend, 2>(model.centres.id, centre_grad);
+        let before = model.centres.val();
+        model = optim.step(lr, model, grads);
+        if taken.iter().any(|t| !t) {
+            let after = model.centres.val();
+            model = model.with_centres(keep_rows_not_taken(before, after, &taken));
+        }
+        for out in &shard_steps {
+            out.update_bank(bank);
+        }
+        Ok((model, Outcome::Done { loss, grad_norm }))
+    }
+
+    /// The sharded loss of one micro-batch and its gradients (embeddings and centre shard).
+    fn shard_step<B>(
+        &self,
+        model: &TrainModel<B>,
+        bank: &PrototypeBank<B>,
+        embeddings: Tensor<B, 2>,
+        batch: &Batch,
+        index: u64,
+    ) -> std::result::Result<ShardStep<B::InnerBackend>, PfcError>
+    where
+        B: AutodiffBackend,
+        C: Collective<B::InnerBackend>,
+    {
+        let phase = &self.phase;
+        let loss = if phase.prototypes {
+            ShardLoss::Stable {
+                loss: StableStageConfig {
+                    margin: phase.margin,
+                    prototype_weight: self.loss.prototype_weight,
+                    expectation_weighting: self.loss.expectation_weighting,
+                }
+                .init(),
+                bank,
+            }
+        } else {
+            ShardLoss::Margin(phase.margin.init())
+        };
+        self.pfc.step::<B, C>(
+            embeddings.inner(),
+            &batch.labels,
+            model.centres.val().inner(),
+            loss,
+            index,
+            self.comm,
+        )
+    }
+}
+
+/// `after`, with the rows no micro-batch of the step sampled put back to `before`: in the early
+/// phase only sampled centres move (see `docs/losses.md`).
+///
+/// # Shapes
+/// - before, after: `[num_local, dim]`
+/// - taken: `num_local`
+fn keep_rows_not_taken<B: Backend>(
+    before: Tensor<B, 2>,
+    after: Tensor<B, 2>,
+    taken: &[bool],
+) -> Tensor<B, 2> {
+    let [rows, dim] = after.dims();
+    let not_taken: Vec<bool> = taken.iter().map(|t| !t).collect();
+    let mask = Tensor::<B, 1, Bool>::from_data(TensorData::new(not_taken, [rows]), &after.device())
+        .reshape([rows, 1])
+        .expand([rows, dim]);
+    after.mask_where(mask, before)
+}
