@@ -150,8 +150,12 @@ pub struct RunConfig {
 pub struct EvalConfig {
     /// insightface `.bin` pair sets to verify on.
     pub bins: Vec<String>,
-    /// Also verify on the held-out synthetic pairs (synthetic data only).
+    /// Also verify on the held-out synthetic pairs (synthetic data only): clean pairs, and the
+    /// same pairs with the second face masked.
     pub synthetic_pairs: bool,
+    /// Also verify every this many epochs during training (0: only at the end); the figures go
+    /// to `eval.jsonl` and `accuracy.png`.
+    pub every_epochs: u64,
     /// Images embedded at once.
     pub batch_size: usize,
     /// Also report the accuracy of raw pixels on the same pairs, as a floor.

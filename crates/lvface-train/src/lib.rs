@@ -29,6 +29,7 @@ mod model;
 mod plots;
 mod progress;
 mod ranks;
+mod report;
 mod schedule;
 mod source;
 mod step;

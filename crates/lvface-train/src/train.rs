@@ -3,7 +3,6 @@
 // The run reports progress on stdout, one line every `run.log_every` steps.
 #![allow(clippy::print_stdout)]
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,13 +22,16 @@ use lvface_pfc::{
 use crate::checkpoint::{self, Optim, TrainState};
 use crate::config::{NonFinitePolicy, TrainConfig};
 use crate::model::TrainModel;
+use crate::progress::Progress;
 use crate::ranks::{agree, check_same_weights, first_failure, GENERATOR};
+use crate::report;
 use crate::schedule::Schedule;
 use crate::step::{Outcome, StepPlan};
-use crate::verify;
 
 /// The held-out synthetic pairs in a run's `data/` folder.
 const SYNTHETIC_PAIRS: &str = "synthetic_pairs.bin";
+/// The same pairs with a face mask on the second face.
+const SYNTHETIC_MASKED_PAIRS: &str = "synthetic_masked_pairs.bin";
 
 /// The resolved configuration inside a run folder.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -184,10 +186,11 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     }
     check_same_weights::<B, _, _>(&model.backbone, comm)?;
     let mut metrics = if lead {
-        Some(open_metrics(run_dir, state.step)?)
+        Some(report::open_metrics(run_dir, state.step)?)
     } else {
         None
     };
+    let mut progress = Progress::new(schedule.total_steps, state.step);
 
     if lead {
         println!(
@@ -313,10 +316,16 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             }
             if lead && (state.step % config.run.log_every == 0 || state.step == stop_at) {
                 println!(
-                    "step {:>6}/{} epoch {epoch} phase {phase_index} ({phase_name}) loss \
-                     {loss_value:.4} lr {lr:.2e} grad_norm {grad_norm:.3} images/s \
-                     {images_per_s:.1}",
-                    state.step, schedule.total_steps,
+                    "{}",
+                    progress.line(
+                        state.step,
+                        epoch,
+                        phase_name,
+                        loss_value,
+                        lr,
+                        grad_norm,
+                        images_per_s
+                    )
                 );
                 window = (Instant::now(), 0);
             }
@@ -334,6 +343,16 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     comm,
                 )?;
             }
+            let eval_every = config.eval.every_epochs;
+            let last = state.step == schedule.total_steps;
+            if lead && epoch_end && eval_every > 0 && state.epoch % eval_every == 0 && !last {
+                let backbone = model.backbone.valid();
+                let (reports, _) =
+                    report::verify_sets(&backbone, &data.pairs, &config, device, false)?;
+                report::append_eval(run_dir, state.step, state.epoch, &reports)?;
+                report::print_table(&reports, &[]);
+                window = (Instant::now(), 0);
+            }
             if state.step == stop_at {
                 break;
             }
@@ -350,22 +369,21 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         verification: Vec::new(),
         pixel_baseline: Vec::new(),
     };
-    if finished && lead {
-        let backbone = model.backbone.valid();
-        let size = config.vit.image_size as u32;
-        let verification = &config.eval.verification;
-        for (name, pairs) in &data.pairs {
-            let embeddings =
-                verify::embed_pairs(&backbone, pairs, size, config.eval.batch_size, device)?;
-            let report = verify::verification(&embeddings, &pairs.issame, verification)
-                .with_context(|| format!("verifying on {name}"))?;
-            summary.verification.push((name.clone(), report));
-            if config.eval.pixel_baseline {
-                let report = verify::pixel_baseline(pairs, size, verification)?;
-                summary.pixel_baseline.push((name.clone(), report));
-            }
+    if lead {
+        if finished {
+            let backbone = model.backbone.valid();
+            let (verification, pixels) =
+                report::verify_sets(&backbone, &data.pairs, &config, device, true)?;
+            report::append_eval(run_dir, state.step, state.epoch, &verification)?;
+            summary.verification = verification;
+            summary.pixel_baseline = pixels;
+            report::print_table(&summary.verification, &summary.pixel_baseline);
+            report::write_report(run_dir, &summary, state.skipped)?;
         }
-        write_report(run_dir, &summary, state.skipped)?;
+        let plots = report::write_curves(run_dir)?;
+        if let Some(loss_png) = plots.first() {
+            println!("curves: {}", loss_png.with_file_name("*.png").display());
+        }
     }
     Ok(summary)
 }
@@ -497,6 +515,7 @@ fn render_synthetic(config: &TrainConfig, run_dir: &Path) -> Result<()> {
     let faces = SyntheticFaces::new(config.data.synthetic.clone())?;
     let (images, classes) = faces.write_rec(&tmp)?;
     faces.write_bin(&tmp.join(SYNTHETIC_PAIRS))?;
+    faces.write_masked_bin(&tmp.join(SYNTHETIC_MASKED_PAIRS))?;
     std::fs::rename(&tmp, &dir)?;
     println!(
         "rendered {images} synthetic images of {classes} identities into {}",
@@ -513,6 +532,11 @@ fn open_data(config: &TrainConfig, run_dir: &Path, rank: usize, world: usize) ->
         let bin = dir.join(SYNTHETIC_PAIRS);
         if config.eval.synthetic_pairs && config.data.synthetic.pairs > 0 {
             pairs.push(("synthetic".to_string(), BinPairs::read(&bin)?));
+            let masked = dir.join(SYNTHETIC_MASKED_PAIRS);
+            // Run folders rendered before masked pairs existed have none.
+            if masked.is_file() {
+                pairs.push(("synthetic-masked".to_string(), BinPairs::read(&masked)?));
+            }
         }
         Arc::new(RecordDataset::open(&dir)?)
     } else {
@@ -544,68 +568,6 @@ fn open_data(config: &TrainConfig, run_dir: &Path, rank: usize, world: usize) ->
         images,
         pairs,
     })
-}
-
-/// `metrics.jsonl` for appending, without the lines of steps after `step` (an interrupted
-/// session may have logged steps that the resumed run repeats).
-fn open_metrics(run_dir: &Path, step: u64) -> Result<File> {
-    let path = run_dir.join(METRICS_FILE);
-    if path.exists() {
-        let text = std::fs::read_to_string(&path)?;
-        let kept: String = text
-            .lines()
-            .filter(|line| {
-                serde_json::from_str::<serde_json::Value>(line)
-                    .ok()
-                    .and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s <= step)
-            })
-            .map(|line| format!("{line}\n"))
-            .collect();
-        checkpoint::write_atomic(&path, &kept)?;
-    }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))
-}
-
-/// Prints the verification table and writes it to `RUN_DIR/report.json`.
-fn write_report(run_dir: &Path, summary: &RunSummary, skipped: u64) -> Result<()> {
-    println!(
-        "{:<16} {:>9} {:>9} {:>16}",
-        "set", "accuracy", "std", "pixels accuracy"
-    );
-    let mut sets = Vec::new();
-    for (name, report) in &summary.verification {
-        let pixels = summary
-            .pixel_baseline
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, r)| r.accuracy);
-        println!(
-            "{name:<16} {:>9.4} {:>9.4} {:>16}",
-            report.accuracy,
-            report.accuracy_std,
-            pixels.map_or("-".into(), |a| format!("{a:.4}"))
-        );
-        sets.push(serde_json::json!({
-            "set": name, "pairs": report.pairs, "accuracy": report.accuracy,
-            "accuracy_std": report.accuracy_std, "threshold": report.threshold,
-            "val": report.val, "pixel_accuracy": pixels,
-        }));
-    }
-    let report = serde_json::json!({
-        "steps": summary.steps,
-        "skipped_steps": skipped,
-        "final_loss": summary.losses.last().map(|l| l.1),
-        "verification": sets,
-    });
-    checkpoint::write_atomic(
-        &run_dir.join("report.json"),
-        &serde_json::to_string_pretty(&report)?,
-    )
 }
 
 /// A fresh folder `runs/run-<unix seconds>[-n]` under `root`.

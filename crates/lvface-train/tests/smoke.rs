@@ -94,13 +94,34 @@ fn smoke_run_learns_resumes_and_verifies() {
     );
     assert!(losses.iter().all(|l| l.is_finite()));
 
-    // Verification ran on the held-out pairs, with the pixel floor beside it.
-    assert_eq!(full.verification.len(), 1);
+    // Verification ran on the held-out pairs, clean and masked, with the pixel floor beside
+    // it, after epoch 3 and at the end; the curves were drawn.
+    let sets: Vec<&str> = full.verification.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(sets, ["synthetic", "synthetic-masked"]);
     assert_eq!(full.verification[0].1.pairs, 40);
     assert!((0.0..=1.0).contains(&full.verification[0].1.accuracy));
-    assert_eq!(full.pixel_baseline.len(), 1);
+    assert_eq!(full.pixel_baseline.len(), 2);
     assert!(dir.join("report.json").is_file());
     assert!(dir.join("config.toml").is_file());
+    let evals: Vec<(u64, String)> = std::fs::read_to_string(dir.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| {
+            (
+                v["step"].as_u64().unwrap(),
+                v["set"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, String)> = [12, 24]
+        .into_iter()
+        .flat_map(|step| ["synthetic", "synthetic-masked"].map(|s| (step, s.to_string())))
+        .collect();
+    assert_eq!(evals, expected);
+    for plot in ["loss.png", "lr.png", "accuracy.png"] {
+        assert!(dir.join(plot).is_file(), "{plot} was not written");
+    }
 
     // The same run, stopped mid-epoch at step 6 (a checkpoint every 3 steps) and resumed.
     let (split, first_half) = run("split", &["run.stop_at_step=6", "run.checkpoint_every=3"]);
@@ -130,6 +151,10 @@ fn smoke_run_learns_resumes_and_verifies() {
         resumed.verification[0].1.accuracy
     );
     assert_eq!(metric_lines(&split).len(), 24);
+    assert_eq!(
+        std::fs::read_to_string(split.join("eval.jsonl")).unwrap(),
+        std::fs::read_to_string(dir.join("eval.jsonl")).unwrap()
+    );
 }
 
 fn run_ranks(name: &str, sets: &[&str], ranks: usize) -> (PathBuf, RunSummary) {
@@ -214,4 +239,67 @@ fn two_ranks_learn_repeat_after_resume_and_continue_on_one() {
     assert_eq!(one.steps, 48);
     assert_eq!(latest_state(&moved)["world_size"], 1);
     assert!(one.losses.iter().all(|l| l.1.is_finite()));
+}
+
+fn failed_run(name: &str, sets: &[&str]) -> (PathBuf, String) {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let config = TrainConfig::load(&smoke(), &sets).unwrap();
+    let dir = fresh_dir(name);
+    create_run(&config, &dir).unwrap();
+    let err = train::<B>(&dir, &Default::default()).unwrap_err();
+    (dir, format!("{err:#}"))
+}
+
+#[test]
+fn a_diverging_run_stops_or_skips_and_keeps_its_last_good_checkpoint() {
+    // A learning rate of 1e30 overflows the weights within a few steps.
+    let diverge = [
+        "optim.lr=1e30",
+        "optim.warmup_epochs=0",
+        "run.checkpoint_every=1",
+    ];
+    let (dir, err) = failed_run("diverge-stop", &diverge);
+    let bad_step: u64 = err
+        .split("at step ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the error does not name the step: {err}"));
+    assert!(err.contains("(epoch 0, phase 0)"), "{err}");
+    let latest = lvface_train::checkpoint::latest(&dir).unwrap().unwrap();
+    assert!(
+        err.contains(&format!("last good checkpoint is {}", latest.display())),
+        "{err}"
+    );
+    assert!(latest.ends_with(format!("step-{:08}", bad_step - 1)));
+    assert_eq!(metric_lines(&dir).len() as u64, bad_step - 1);
+
+    // Skipping: the non-finite steps are logged with a null loss and left out, until more
+    // than `run.skip_limit` come in a row.
+    let mut sets = diverge.to_vec();
+    sets.extend(["run.nonfinite=skip", "run.skip_limit=2"]);
+    let (dir, err) = failed_run("diverge-skip", &sets);
+    assert!(
+        err.contains("more than run.skip_limit = 2 in a row"),
+        "{err}"
+    );
+    let lines = metric_lines(&dir);
+    let skipped = lines.iter().filter(|l| l["loss"].is_null()).count();
+    assert_eq!(skipped, 2, "{lines:?}");
+    assert!(lines[lines.len() - 2..].iter().all(|l| l["loss"].is_null()));
+}
+
+#[test]
+fn gradient_accumulation_steps_once_per_group_of_batches() {
+    // Batch 8 with 2 batches per step: 4 steps per epoch, as batch 16 without accumulation.
+    let (dir, run) = run(
+        "accumulate",
+        &["data.batch_size=8", "optim.gradient_accumulation=2"],
+    );
+    assert!(run.finished);
+    assert_eq!(run.steps, 24);
+    assert_eq!(metric_lines(&dir).len(), 24);
+    let losses: Vec<f64> = run.losses.iter().map(|l| l.1).collect();
+    let mean = |range: std::ops::Range<usize>| losses[range].iter().sum::<f64>() / 4.0;
+    assert!(mean(8..12) < 0.8 * mean(0..4), "{losses:?}");
 }
