@@ -25,7 +25,8 @@ pub enum Args {
         out_dir: PathBuf,
     },
     /// Render synthetic identities into OUT_DIR (RecordIO, or folders under OUT_DIR/images)
-    /// and verification pairs of held-out identities (OUT_DIR/synthetic_pairs.bin).
+    /// and verification pairs of held-out identities (OUT_DIR/synthetic_pairs.bin, and the same
+    /// pairs with a masked second image in OUT_DIR/synthetic_masked_pairs.bin).
     Synth {
         /// A new or empty folder.
         out_dir: PathBuf,

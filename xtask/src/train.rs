@@ -23,12 +23,18 @@ pub struct Args {
     /// cpu (burn's Flex) or cuda (NVIDIA GPU).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     backend: String,
+    /// Ranks in this process: the backbone data parallel, the classifier sharded (GPU r for
+    /// rank r on cuda). Under a torchrun-style launch each process is one rank instead; see
+    /// docs/distributed.md.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    devices: u64,
 }
 
 /// Builds `lvface-train` in release mode with the backend's feature and runs its `train`.
 pub fn run(args: Args) -> Result<()> {
     let mut command = lvface_train(&args.backend, "train");
     command.args(["--backend", &args.backend]);
+    command.args(["--devices", &args.devices.to_string()]);
     for (flag, value) in [
         ("--config", &args.config),
         ("--out", &args.out),

@@ -405,10 +405,13 @@ impl SyntheticFaces {
     /// Renders and encodes one image.
     pub fn encoded(&self, identity: u64, image: u64) -> Result<Vec<u8>> {
         let origin = format!("synthetic identity {identity} image {image}");
-        let rendered = self.render(identity, image);
+        self.encode(&self.render(identity, image), &origin)
+    }
+
+    fn encode(&self, image: &RgbImage, origin: &str) -> Result<Vec<u8>> {
         match self.config.codec {
-            ImageCodec::Jpeg => encode_jpeg(&rendered, self.config.jpeg_quality, &origin),
-            ImageCodec::Png => encode_png(&rendered, &origin),
+            ImageCodec::Jpeg => encode_jpeg(image, self.config.jpeg_quality, origin),
+            ImageCodec::Png => encode_png(image, origin),
         }
     }
 
@@ -444,24 +447,55 @@ impl SyntheticFaces {
         Ok(())
     }
 
-    /// Verification pairs drawn from the held-out identities: even pairs show one identity
-    /// twice (two different images), odd pairs two different identities.
-    pub fn verification_pairs(&self) -> Result<BinPairs> {
+    /// The pairs of [`SyntheticFaces::verification_pairs`] as `(identity, image)` of both sides
+    /// and whether they are the same identity, without rendering anything.
+    fn pair_draws(&self) -> Vec<([(u64, u64); 2], bool)> {
         let first = self.config.identities as u64;
         let held = self.config.held_out_identities as u64;
         let mut rng = self.rng(b"pairs\0\0\0", 0, 0);
+        (0..self.config.pairs as u64)
+            .map(|pair| {
+                let same = pair % 2 == 0;
+                let a = first + rng.random_range(0..held);
+                let b = if same {
+                    a
+                } else {
+                    first + (a - first + rng.random_range(1..held)) % held
+                };
+                // Image numbers are unique per pair, so no image appears twice.
+                ([(a, 2 * pair), (b, 2 * pair + 1)], same)
+            })
+            .collect()
+    }
+
+    /// Verification pairs drawn from the held-out identities: even pairs show one identity
+    /// twice (two different images), odd pairs two different identities.
+    pub fn verification_pairs(&self) -> Result<BinPairs> {
         let mut set = BinPairs::default();
-        for pair in 0..self.config.pairs as u64 {
-            let same = pair % 2 == 0;
-            let a = first + rng.random_range(0..held);
-            let b = if same {
-                a
-            } else {
-                first + (a - first + rng.random_range(1..held)) % held
-            };
-            // Image numbers are unique per pair, so no image appears twice.
-            set.images.push(self.encoded(a, 2 * pair)?);
-            set.images.push(self.encoded(b, 2 * pair + 1)?);
+        for ([(a, image_a), (b, image_b)], same) in self.pair_draws() {
+            set.images.push(self.encoded(a, image_a)?);
+            set.images.push(self.encoded(b, image_b)?);
+            set.issame.push(same);
+        }
+        Ok(set)
+    }
+
+    /// The pairs of [`SyntheticFaces::verification_pairs`] (same identities, same images, same
+    /// `issame`) with a face mask ([`draw_face_mask`]) drawn on the second image of every pair:
+    /// insightface's masked-face protocol, a masked probe against an unmasked gallery image.
+    /// The first image of each pair is byte for byte the one of the plain set. The mask of pair
+    /// `i` comes from its own random stream, keyed by the seed and `i`, so it is the same on
+    /// every call and leaves every other draw unchanged.
+    pub fn masked_verification_pairs(&self) -> Result<BinPairs> {
+        let mut set = BinPairs::default();
+        for (pair, ([(a, image_a), (b, image_b)], same)) in
+            self.pair_draws().into_iter().enumerate()
+        {
+            set.images.push(self.encoded(a, image_a)?);
+            let mut probe = self.render(b, image_b);
+            draw_face_mask(&mut probe, &mut self.rng(b"pairmask", pair as u64, 0));
+            let origin = format!("synthetic identity {b} image {image_b} masked");
+            set.images.push(self.encode(&probe, &origin)?);
             set.issame.push(same);
         }
         Ok(set)
@@ -470,6 +504,11 @@ impl SyntheticFaces {
     /// Writes [`SyntheticFaces::verification_pairs`] to `path` as a `.bin` pickle.
     pub fn write_bin(&self, path: &Path) -> Result<()> {
         self.verification_pairs()?.write(path)
+    }
+
+    /// Writes [`SyntheticFaces::masked_verification_pairs`] to `path` as a `.bin` pickle.
+    pub fn write_masked_bin(&self, path: &Path) -> Result<()> {
+        self.masked_verification_pairs()?.write(path)
     }
 }
 
@@ -573,5 +612,36 @@ mod tests {
         let set = BinPairs::read(&bin).unwrap();
         assert_eq!((set.len(), set.same_count(), set.images.len()), (6, 3, 12));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn masked_pairs_mask_the_second_image_only() {
+        let faces = small(3);
+        let plain = faces.verification_pairs().unwrap();
+        let masked = faces.masked_verification_pairs().unwrap();
+        assert_eq!(masked.len(), plain.len());
+        assert_eq!(masked.issame, plain.issame);
+        assert_eq!(masked.images.len(), plain.images.len());
+        for (i, (p, m)) in plain.images.iter().zip(&masked.images).enumerate() {
+            if i % 2 == 0 {
+                assert_eq!(p, m, "first image of pair {} differs", i / 2);
+            } else {
+                assert_ne!(p, m, "second image of pair {} is not masked", i / 2);
+                // The mask covers the lower face; the upper half is the plain image's.
+                let p = crate::decode_rgb(p, "plain").unwrap();
+                let m = crate::decode_rgb(m, "masked").unwrap();
+                let top =
+                    |image: &RgbImage| image::imageops::crop_imm(image, 0, 0, 112, 56).to_image();
+                assert_eq!(top(&p), top(&m), "pair {}", i / 2);
+            }
+        }
+        assert_eq!(faces.masked_verification_pairs().unwrap(), masked);
+        assert_ne!(small(4).masked_verification_pairs().unwrap(), masked);
+
+        let path =
+            std::env::temp_dir().join(format!("lvface-data-masked-{}.bin", std::process::id()));
+        faces.write_masked_bin(&path).unwrap();
+        assert_eq!(BinPairs::read(&path).unwrap(), masked);
+        std::fs::remove_file(path).unwrap();
     }
 }

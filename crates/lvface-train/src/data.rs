@@ -15,6 +15,10 @@ use lvface_data::{
 /// The file name of the synthetic verification pairs, as in a run's `data/` folder.
 pub const SYNTHETIC_PAIRS: &str = "synthetic_pairs.bin";
 
+/// The file name of the same pairs with a face mask on the second image of each pair
+/// (insightface's masked-face protocol), written next to [`SYNTHETIC_PAIRS`].
+pub const SYNTHETIC_MASKED_PAIRS: &str = "synthetic_masked_pairs.bin";
+
 /// Subcommands of `data`.
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -33,7 +37,8 @@ pub enum Command {
         out_dir: PathBuf,
     },
     /// Render synthetic identities into OUT_DIR (RecordIO, or one folder per identity under
-    /// OUT_DIR/images) and verification pairs of held-out identities (OUT_DIR/synthetic_pairs.bin).
+    /// OUT_DIR/images) and verification pairs of held-out identities (OUT_DIR/synthetic_pairs.bin,
+    /// and the same pairs with a masked second image in OUT_DIR/synthetic_masked_pairs.bin).
     Synth(SynthArgs),
 }
 
@@ -53,7 +58,8 @@ pub struct SynthArgs {
     /// Further identities, never in the training set, that the verification pairs show.
     #[arg(long, default_value_t = 20)]
     held_out: usize,
-    /// Verification pairs (even pairs same identity, odd pairs different); 0 writes no .bin.
+    /// Verification pairs (even pairs same identity, odd pairs different), written plain and
+    /// with the second image masked; 0 writes no .bin.
     #[arg(long, default_value_t = 200)]
     pairs: usize,
     /// Seed of everything.
@@ -168,6 +174,7 @@ fn synth(args: &SynthArgs) -> Result<String> {
     if args.pairs > 0 {
         let pairs = faces.verification_pairs()?;
         pairs.write(&out.join(SYNTHETIC_PAIRS))?;
+        faces.write_masked_bin(&out.join(SYNTHETIC_MASKED_PAIRS))?;
         line.push_str(&format!(
             " pairs={} same={}",
             pairs.len(),

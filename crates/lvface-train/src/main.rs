@@ -110,9 +110,23 @@ fn main() -> Result<()> {
                 None => {
                     let experiment = config.map_or(Experiment::Default, Experiment::File);
                     let config = TrainConfig::load(&experiment, &sets)?;
-                    let dir = out.unwrap_or_else(|| fresh_run_dir(Path::new(".")));
-                    create_run(&config, &dir)?;
-                    dir
+                    match (&launch, out) {
+                        // Launched processes share the run folder: rank 0 creates it, the
+                        // others wait for its configuration and read it from there.
+                        (Some(launch), Some(dir)) if launch.rank > 0 => {
+                            wait_for_run(&dir)?;
+                            dir
+                        }
+                        (Some(launch), None) if launch.world_size > 1 => bail!(
+                            "a launched run needs --out RUN_DIR on every rank (a folder all \
+                             ranks can reach), so that they find one another's files"
+                        ),
+                        (_, out) => {
+                            let dir = out.unwrap_or_else(|| fresh_run_dir(Path::new(".")));
+                            create_run(&config, &dir)?;
+                            dir
+                        }
+                    }
                 }
             };
             println!("run folder: {}", run_dir.display());
@@ -189,6 +203,23 @@ fn main() -> Result<()> {
         Command::Embed(args) => deploy::embed(args)?,
         Command::Verify(args) => deploy::verify(args)?,
         Command::Data { command } => data::run(command)?,
+    }
+    Ok(())
+}
+
+/// Waits (up to ten minutes) for rank 0 to create the run folder `dir`.
+fn wait_for_run(dir: &Path) -> Result<()> {
+    let config = dir.join(lvface_train::CONFIG_FILE);
+    let start = std::time::Instant::now();
+    while !config.is_file() {
+        if start.elapsed() > std::time::Duration::from_secs(600) {
+            bail!(
+                "{} did not appear within 10 minutes: rank 0 creates the run folder, and every \
+                 rank must see it (a shared file system)",
+                config.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
     Ok(())
 }

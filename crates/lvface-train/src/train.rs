@@ -26,6 +26,7 @@ use crate::progress::Progress;
 use crate::ranks::{agree, check_same_weights, first_failure, GENERATOR};
 use crate::report;
 use crate::schedule::Schedule;
+use crate::source::{check_training_source, open_training_source};
 use crate::step::{Outcome, StepPlan};
 
 /// The held-out synthetic pairs in a run's `data/` folder.
@@ -68,7 +69,7 @@ pub fn create_run(config: &TrainConfig, run_dir: &Path) -> Result<()> {
         );
     }
     if !config.data.rec.is_empty() {
-        open_rec(&config.data.rec)?;
+        check_training_source(&config.data.rec)?;
     }
     for (i, bin) in config.eval.bins.iter().enumerate() {
         if !Path::new(bin).is_file() {
@@ -493,14 +494,6 @@ struct Data {
     pairs: Vec<(String, BinPairs)>,
 }
 
-fn open_rec(rec: &str) -> Result<RecordDataset> {
-    let path = Path::new(rec);
-    if !path.exists() {
-        bail!("data.rec: {rec} does not exist");
-    }
-    RecordDataset::open(path).with_context(|| format!("data.rec: opening {rec}"))
-}
-
 /// Renders the synthetic training set and its verification pairs into `RUN_DIR/data/` the
 /// first time (nothing when the run trains on `data.rec`).
 fn render_synthetic(config: &TrainConfig, run_dir: &Path) -> Result<()> {
@@ -527,7 +520,7 @@ fn render_synthetic(config: &TrainConfig, run_dir: &Path) -> Result<()> {
 /// The training set (rank `rank`'s share of it) and the verification pair sets.
 fn open_data(config: &TrainConfig, run_dir: &Path, rank: usize, world: usize) -> Result<Data> {
     let mut pairs = Vec::new();
-    let source: Arc<dyn FaceSource> = if config.data.rec.is_empty() {
+    let (source, classes): (Arc<dyn FaceSource>, usize) = if config.data.rec.is_empty() {
         let dir = run_dir.join("data");
         let bin = dir.join(SYNTHETIC_PAIRS);
         if config.eval.synthetic_pairs && config.data.synthetic.pairs > 0 {
@@ -538,19 +531,19 @@ fn open_data(config: &TrainConfig, run_dir: &Path, rank: usize, world: usize) ->
                 pairs.push(("synthetic-masked".to_string(), BinPairs::read(&masked)?));
             }
         }
-        Arc::new(RecordDataset::open(&dir)?)
+        let source = RecordDataset::open(&dir)?;
+        let classes = source
+            .num_classes()
+            .with_context(|| format!("{} does not say how many classes it has", dir.display()))?;
+        (Arc::new(source), classes)
     } else {
-        Arc::new(open_rec(&config.data.rec)?)
+        open_training_source(&config.data.rec)?
     };
     for bin in &config.eval.bins {
         let name = crate::evaluate::set_name(Path::new(bin));
         let set = BinPairs::read(Path::new(bin)).with_context(|| format!("eval.bins: {bin}"))?;
         pairs.push((name, set));
     }
-    let classes = source.num_classes().with_context(|| {
-        "the training set does not say how many classes it has (no identity records and no \
-         `property` file)"
-    })?;
     let images = source.len();
     let loader_config = LoaderConfig {
         batch_size: config.data.batch_size,

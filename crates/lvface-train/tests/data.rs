@@ -69,7 +69,16 @@ fn synth_then_pack_then_inspect() {
         [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
     );
     let bin = rec.join("synthetic_pairs.bin");
-    assert_eq!(BinPairs::read(&bin).unwrap().len(), 6);
+    let plain = BinPairs::read(&bin).unwrap();
+    assert_eq!(plain.len(), 6);
+    // The masked set: the same pairs, the first image of each unchanged, the second masked.
+    let masked_bin = rec.join("synthetic_masked_pairs.bin");
+    let masked = BinPairs::read(&masked_bin).unwrap();
+    assert_eq!(masked.issame, plain.issame);
+    for (i, (p, m)) in plain.images.iter().zip(&masked.images).enumerate() {
+        assert_eq!(p == m, i % 2 == 0, "image {i}");
+    }
+    assert_eq!(line(&data(&["inspect", s(&masked_bin)])), "pairs=6 same=3");
     assert_eq!(
         line(&data(&["inspect", s(&rec)])),
         "images=12 identities=3 size=48x48"

@@ -303,3 +303,31 @@ fn gradient_accumulation_steps_once_per_group_of_batches() {
     let mean = |range: std::ops::Range<usize>| losses[range].iter().sum::<f64>() / 4.0;
     assert!(mean(8..12) < 0.8 * mean(0..4), "{losses:?}");
 }
+
+#[test]
+fn trains_on_recordio_and_image_folders_with_bin_pair_sets() {
+    // The smoke run's identities, written as insightface RecordIO and as one folder per
+    // identity, with the held-out pairs as an insightface `.bin` file.
+    let config = TrainConfig::load(&smoke(), &[]).unwrap();
+    let faces = lvface_data::SyntheticFaces::new(config.data.synthetic.clone()).unwrap();
+    let data = fresh_dir("external-data");
+    faces.write_rec(&data.join("rec")).unwrap();
+    faces.write_folders(&data.join("folders")).unwrap();
+    let bin = data.join("heldout.bin");
+    faces.write_bin(&bin).unwrap();
+
+    for kind in ["rec", "folders"] {
+        let rec = format!("data.rec={}", data.join(kind).display());
+        let bins = format!("eval.bins=[\"{}\"]", bin.display());
+        let (dir, run) = run(
+            &format!("external-{kind}"),
+            &[&rec, &bins, "eval.synthetic_pairs=false"],
+        );
+        assert!(run.finished, "{kind}");
+        assert_eq!(run.steps, 24, "{kind}");
+        assert!(!dir.join("data").exists(), "{kind}: nothing is rendered");
+        let sets: Vec<&str> = run.verification.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(sets, ["heldout"], "{kind}");
+        assert_eq!(run.verification[0].1.pairs, 40, "{kind}");
+    }
+}
