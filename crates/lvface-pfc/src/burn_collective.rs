@@ -1,9 +1,13 @@
-//! [`BurnCollective`]: [`Collective`] on burn-collective, with in-process peers (one thread per
-//! device) or one process per device across nodes (WebSocket, through burn-collective's global
-//! orchestrator), and [`Launch`], the torchrun-style environment that describes the latter.
+//! [`BurnCollective`]: [`Collective`] on burn-collective with in-process peers (one thread per
+//! device), or on a TCP ring between processes (one process per device, on one node or several),
+//! and [`Launch`], the torchrun-style environment that describes the latter.
+//!
+//! Between processes the all-reduce does not use burn-collective: its global mode (WebSocket,
+//! through its orchestrator) stalls in the second all-reduce of every run with 0.21 (see
+//! `tcp_ring.rs` and `docs/distributed.md`).
 
 use std::marker::PhantomData;
-use std::str::FromStr;
+use std::sync::Mutex;
 
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
@@ -14,17 +18,21 @@ use burn_collective::{
 
 use crate::collective::{Collective, Traffic, TrafficCounter};
 use crate::error::{PfcError, Result};
+use crate::tcp_ring::{RingConfig, TcpRing, JOIN_TIMEOUT};
 
-/// One rank of a burn-collective group. Dropping it leaves the group.
+/// One rank of a group: a burn-collective peer ([`local`](Self::local)) or one process of a TCP
+/// ring ([`global`](Self::global)). Dropping it leaves the group.
 ///
 /// burn-collective keeps one server per backend type in the process, so a process takes part in
-/// one group per backend at a time.
+/// one local group per backend at a time.
 #[derive(Debug)]
 pub struct BurnCollective<B: Backend> {
     peer: PeerId,
     rank: usize,
     world: usize,
     traffic: TrafficCounter,
+    /// The connections of a global group; `None` for burn-collective peers.
+    ring: Option<Mutex<TcpRing>>,
     _backend: PhantomData<B>,
 }
 
@@ -45,27 +53,39 @@ impl<B: Backend> BurnCollective<B> {
         Self::join(rank, world, device, config)
     }
 
-    /// Joins a group of one process per rank described by `launch` (the orchestrator is started
-    /// by rank 0). Blocks until every rank has joined.
+    /// Joins a group of one process per rank described by `launch`: rank 0 runs the rendezvous
+    /// on `MASTER_PORT`, every rank listens on [`Launch::data_port`] and connects to the next
+    /// rank of a ring over TCP. Blocks until every rank has joined (at most 5 minutes).
+    ///
+    /// The all-reduce copies the tensor to the host, sums it around the ring in f32 and copies
+    /// the result back to `device`'s backend.
     pub fn global(launch: &Launch, device: B::Device) -> Result<Self> {
         if launch.world_size == 1 {
             return Self::local(0, 1, device);
         }
-        if launch.rank == 0 {
-            start_orchestrator(launch.master_port)?;
-        }
-        let address = |host: &str, port: u16| {
-            burn_communication::Address::from_str(&format!("ws://{host}:{port}"))
-                .map_err(|e| PfcError::Launch(format!("bad address {host}:{port}: {e}")))
+        let config = RingConfig {
+            rank: launch.rank,
+            world: launch.world_size,
+            master_addr: launch.master_addr.clone(),
+            master_port: launch.master_port,
+            node_addr: launch.node_addr.clone(),
+            data_port: launch.data_port(),
+            timeout: JOIN_TIMEOUT,
         };
-        let config = CollectiveConfig::default()
-            .with_num_devices(1)
-            .with_num_nodes(launch.world_size as u32)
-            .with_global_address(address(&launch.master_addr, launch.master_port)?)
-            .with_node_address(address(&launch.node_addr, launch.data_port())?)
-            .with_data_service_port(launch.data_port())
-            .with_global_all_reduce_strategy(AllReduceStrategy::Ring);
-        Self::join(launch.rank, launch.world_size, device, config)
+        let ring = TcpRing::join(&config).map_err(|e| {
+            PfcError::Launch(format!(
+                "rank {} of {} cannot join the group at {}:{}: {e}",
+                launch.rank, launch.world_size, launch.master_addr, launch.master_port
+            ))
+        })?;
+        Ok(Self {
+            peer: PeerId::from(launch.rank),
+            rank: launch.rank,
+            world: launch.world_size,
+            traffic: TrafficCounter::default(),
+            ring: Some(Mutex::new(ring)),
+            _backend: PhantomData,
+        })
     }
 
     fn join(
@@ -85,8 +105,37 @@ impl<B: Backend> BurnCollective<B> {
             rank,
             world,
             traffic: TrafficCounter::default(),
+            ring: None,
             _backend: PhantomData,
         })
+    }
+
+    /// The element-wise sum over the ranks of a TCP ring, through host memory in f32.
+    fn ring_all_reduce_sum<const D: usize>(
+        &self,
+        ring: &Mutex<TcpRing>,
+        tensor: Tensor<B, D>,
+    ) -> Result<Tensor<B, D>> {
+        let dims = tensor.dims();
+        let device = tensor.device();
+        let dtype = tensor.dtype();
+        let failed = |reason: String| PfcError::Collective {
+            op: "all_reduce",
+            rank: self.rank,
+            reason,
+        };
+        let mut values = tensor
+            .into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| failed(format!("{e:?}")))?;
+        ring.lock()
+            .map_err(|_| failed("an earlier all-reduce panicked".into()))?
+            .all_reduce_sum(&mut values)
+            .map_err(|e| failed(e.to_string()))?;
+        let len = values.len();
+        let data = TensorData::new(values, [len]);
+        Ok(Tensor::<B, 1>::from_data(data, (&device, dtype)).reshape(dims))
     }
 }
 
@@ -105,6 +154,9 @@ impl<B: Backend> Collective<B> for BurnCollective<B> {
         self.traffic.record(len);
         if self.world == 1 {
             return Ok(tensor);
+        }
+        if let Some(ring) = &self.ring {
+            return self.ring_all_reduce_sum(ring, tensor);
         }
         // A ring all-reduce splits its tensor in one piece per rank: flatten, and pad tensors
         // shorter than the world.
@@ -133,22 +185,13 @@ impl<B: Backend> Collective<B> for BurnCollective<B> {
 
 impl<B: Backend> Drop for BurnCollective<B> {
     fn drop(&mut self) {
-        // Leaving can only fail if the group is already gone; nothing is left to release then.
-        let _ = finish_collective::<B>(self.peer);
+        // A ring closes its sockets as it drops.
+        if self.ring.is_none() {
+            // Leaving can only fail if the group is already gone; nothing is left to release
+            // then.
+            let _ = finish_collective::<B>(self.peer);
+        }
     }
-}
-
-fn start_orchestrator(port: u16) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| PfcError::Launch(format!("cannot start the orchestrator's runtime: {e}")))?;
-    std::thread::Builder::new()
-        .name("lvface-orchestrator".into())
-        .spawn(move || runtime.block_on(burn_collective::start_global_orchestrator(port)))
-        .map_err(|e| PfcError::Launch(format!("cannot start the orchestrator thread: {e}")))?;
-    Ok(())
 }
 
 /// A torchrun-style launch: one process per device, described by the environment.
@@ -160,9 +203,9 @@ pub struct Launch {
     pub world_size: usize,
     /// `LOCAL_RANK`: this process among those of its node (it picks the GPU).
     pub local_rank: usize,
-    /// `MASTER_ADDR`: the host of rank 0, where the orchestrator listens.
+    /// `MASTER_ADDR`: the host of rank 0, where the rendezvous listens.
     pub master_addr: String,
-    /// `MASTER_PORT`: the orchestrator's port; rank `r` serves its tensors on
+    /// `MASTER_PORT`: the rendezvous' port; rank `r` receives its ring traffic on
     /// `MASTER_PORT + 1 + r`.
     pub master_port: u16,
     /// `LVFACE_NODE_ADDR`: the address other nodes reach this one at. It defaults to
@@ -236,7 +279,7 @@ impl Launch {
         }))
     }
 
-    /// The port this rank serves its tensors on.
+    /// The port this rank receives its ring traffic on (from the previous rank).
     pub fn data_port(&self) -> u16 {
         self.master_port + 1 + self.rank as u16
     }
@@ -253,6 +296,54 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Launch::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn global_ranks_in_threads_sum_keeping_shape_and_dtype() {
+        use burn::backend::Flex;
+        use burn::tensor::DType;
+        let world = 3;
+        let port = 24_000 + (std::process::id() % 1_000) as u16 * 7;
+        let results = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..world)
+                .map(|rank| {
+                    scope.spawn(move || {
+                        let launch = launch(&[
+                            ("WORLD_SIZE", &world.to_string()),
+                            ("RANK", &rank.to_string()),
+                            ("MASTER_PORT", &port.to_string()),
+                        ])
+                        .unwrap()
+                        .unwrap();
+                        let device = Default::default();
+                        let comm = BurnCollective::<Flex>::global(&launch, device).unwrap();
+                        let values: Vec<f32> = (0..6).map(|i| (rank * 10 + i) as f32).collect();
+                        let data = TensorData::new(values, [2, 3]);
+                        let single = Tensor::<Flex, 2>::from_data(data.clone(), &device);
+                        let half = Tensor::<Flex, 2>::from_data(data, (&device, DType::F16));
+                        let single = comm.all_reduce_sum(single).unwrap();
+                        let half = comm.all_reduce_sum(half).unwrap();
+                        assert_eq!(comm.traffic().calls, 2);
+                        (single.dims(), half.dtype(), to_f32(single), to_f32(half))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+        let want: Vec<f32> = (0..6).map(|i| (30 + 3 * i) as f32).collect();
+        for (dims, half_dtype, single, half) in results {
+            assert_eq!(dims, [2, 3]);
+            assert_eq!(half_dtype, DType::F16);
+            assert_eq!(single, want);
+            assert_eq!(half, want);
+        }
+    }
+
+    fn to_f32<BB: Backend>(tensor: Tensor<BB, 2>) -> Vec<f32> {
+        tensor.into_data().convert::<f32>().into_vec().unwrap()
     }
 
     #[test]

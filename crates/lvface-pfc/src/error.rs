@@ -35,14 +35,15 @@ pub enum PfcError {
         /// Its denominator.
         value: f32,
     },
-    /// burn-collective refused or failed an operation.
+    /// A collective operation failed: burn-collective refused it, or the TCP ring between
+    /// processes broke or found the ranks out of step.
     #[error("collective operation `{op}` failed on rank {rank}: {reason}")]
     Collective {
         /// The operation.
         op: &'static str,
         /// The caller's rank.
         rank: usize,
-        /// burn-collective's error.
+        /// The transport's error.
         reason: String,
     },
     /// The launch environment (RANK, WORLD_SIZE, ...) is missing or inconsistent.

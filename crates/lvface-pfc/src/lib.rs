@@ -1,10 +1,10 @@
 //! The sharded classification layer of lvface: Partial FC across devices, processes and nodes,
-//! and the data-parallel gradient exchange of the backbone, on burn-collective.
+//! and the data-parallel gradient exchange of the backbone.
 //!
 //! - [`Collective`]: rank, world size, all-gather, all-reduce (sum, max), broadcast, barrier,
 //!   all composed from one all-reduce sum; [`BurnCollective`] runs it on burn-collective with
-//!   in-process peers ([`run_local_peers`]) or one process per device ([`Launch`], torchrun's
-//!   environment), [`Solo`] on one device.
+//!   in-process peers ([`run_local_peers`]), or on a TCP ring with one process per device
+//!   ([`Launch`], torchrun's environment), [`Solo`] on one device.
 //! - [`PartialFc`]: each rank's shard of class centres ([`ClassShard`], insightface's
 //!   arithmetic), negative-class sampling per shard, and the softmax cross-entropy distributed
 //!   over shards, giving each rank the gradient of its embeddings and of its centre shard.
@@ -32,6 +32,7 @@ mod partial_fc;
 mod peers;
 pub mod scaling;
 mod shard;
+mod tcp_ring;
 
 pub use burn_collective::{BurnCollective, Launch};
 pub use collective::{Collective, Solo, Traffic, TrafficCounter};
