@@ -5,6 +5,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 
 use crate::attention::Attention;
+use crate::compute_dtype::ComputeDType;
 use crate::mlp::Mlp;
 
 /// `x + DropPath(attn(norm1(x)))`, then `x + DropPath(mlp(norm2(x)))`.
@@ -28,13 +29,14 @@ impl<B: Backend> Block<B> {
         num_heads: usize,
         mlp_hidden: usize,
         drop_path: f64,
+        compute_dtype: ComputeDType,
         device: &B::Device,
     ) -> Self {
         Self {
             norm1: LayerNormConfig::new(dim).with_epsilon(1e-5).init(device),
-            attn: Attention::new(dim, num_heads, device),
+            attn: Attention::new(dim, num_heads, compute_dtype, device),
             norm2: LayerNormConfig::new(dim).with_epsilon(1e-5).init(device),
-            mlp: Mlp::new(dim, mlp_hidden, device),
+            mlp: Mlp::new(dim, mlp_hidden, compute_dtype, device),
             drop_path,
         }
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compute_dtype::ComputeDType;
 use crate::error::{Result, VitError};
 
 /// Configuration of a face-recognition [`Vit`](crate::Vit), field for field the arguments of
@@ -37,6 +38,14 @@ pub struct VitConfig {
     /// single blocks: a training binary honours this switch by choosing
     /// `Autodiff<B, BalancedCheckpointing>` as its backend.
     pub grad_checkpoint: bool,
+    /// The type of the backbone's matrix products and patch convolution: `f32` (the default),
+    /// or `bf16` / `f16` for mixed precision as PyTorch's AMP, with parameters, LayerNorm,
+    /// softmax, BatchNorm and the output kept f32 (see [`ComputeDType`]). The half types are
+    /// meant for GPUs: on the CPU backend they run but are slower than f32. Not an insightface
+    /// argument (its `fp16` switch is `torch.autocast`, this setting's model); absent from
+    /// older resolved configurations, which therefore read as f32.
+    #[serde(default)]
+    pub compute_dtype: ComputeDType,
 }
 
 impl Default for VitConfig {
@@ -61,6 +70,7 @@ impl VitConfig {
             mask_ratio,
             insightface_mask_quirk: false,
             grad_checkpoint: false,
+            compute_dtype: ComputeDType::F32,
         }
     }
 

@@ -3,6 +3,7 @@
 use burn::nn::{BatchNorm, BatchNormConfig, Linear};
 use burn::prelude::*;
 
+use crate::compute_dtype::ComputeDType;
 use crate::init;
 
 /// insightface's `feature` `nn.Sequential`: Linear(N·D -> D, no bias), BatchNorm1d(D),
@@ -18,10 +19,18 @@ pub struct FeatureHead<B: Backend> {
     pub fc2: Linear<B>,
     /// `feature.3`.
     pub bn3: BatchNorm<B>,
+    /// The type of both products; the BatchNorms are f32.
+    pub compute_dtype: ComputeDType,
 }
 
 impl<B: Backend> FeatureHead<B> {
-    pub(crate) fn new(tokens: usize, dim: usize, features: usize, device: &B::Device) -> Self {
+    pub(crate) fn new(
+        tokens: usize,
+        dim: usize,
+        features: usize,
+        compute_dtype: ComputeDType,
+        device: &B::Device,
+    ) -> Self {
         Self {
             fc0: init::linear(tokens * dim, dim, false).init(device),
             bn1: BatchNormConfig::new(dim).with_epsilon(2e-5).init(device),
@@ -29,6 +38,7 @@ impl<B: Backend> FeatureHead<B> {
             bn3: BatchNormConfig::new(features)
                 .with_epsilon(2e-5)
                 .init(device),
+            compute_dtype,
         }
     }
 
@@ -36,8 +46,9 @@ impl<B: Backend> FeatureHead<B> {
     /// - tokens: `[batch, tokens, dim]`
     /// - output: `[batch, features]`, not L2-normalised
     pub fn forward(&self, tokens: Tensor<B, 3>) -> Tensor<B, 2> {
-        let x = self.fc0.forward(tokens.flatten::<2>(1, 2));
+        let dtype = self.compute_dtype;
+        let x = dtype.linear(&self.fc0, tokens.flatten::<2>(1, 2));
         let x = self.bn1.forward(x);
-        self.bn3.forward(self.fc2.forward(x))
+        self.bn3.forward(dtype.linear(&self.fc2, x))
     }
 }

@@ -10,6 +10,10 @@
 //! - The crate is generic over the burn backend and does no IO but reading and writing weights.
 //! - Training behaviour (token masking, stochastic depth, BatchNorm statistics) is on exactly
 //!   when the backend is an autodiff backend; `model.valid()` gives the deterministic model.
+//! - Parameters are f32 whatever [`VitConfig::compute_dtype`] says. With `bf16` or `f16` the
+//!   matrix products and the patch convolution run in that type, as under PyTorch's autocast;
+//!   LayerNorm, softmax, BatchNorm, residual adds, biases and the output stay f32, and so do
+//!   the gradients of every parameter ([`ComputeDType`]). With `f32` nothing is cast.
 //!
 //! ```ignore
 //! use lvface_vit::VitConfig;
@@ -20,6 +24,7 @@
 
 mod attention;
 mod block;
+mod compute_dtype;
 mod config;
 mod error;
 mod feature_head;
@@ -32,6 +37,7 @@ mod weights;
 
 pub use attention::Attention;
 pub use block::Block;
+pub use compute_dtype::ComputeDType;
 pub use config::VitConfig;
 pub use error::{Result, VitError};
 pub use feature_head::FeatureHead;

@@ -53,16 +53,24 @@ impl VitConfig {
                 } else {
                     0.0
                 };
-                Block::new(dim, self.num_heads, dim * self.mlp_ratio, rate, device)
+                let hidden = dim * self.mlp_ratio;
+                Block::new(
+                    dim,
+                    self.num_heads,
+                    hidden,
+                    rate,
+                    self.compute_dtype,
+                    device,
+                )
             })
             .collect();
         Vit {
-            patch_embed: PatchEmbed::new(self.patch_size, dim, device),
+            patch_embed: PatchEmbed::new(self.patch_size, dim, self.compute_dtype, device),
             pos_embed: TRUNC_NORMAL_02.init([1, tokens, dim], device),
             mask_token: TRUNC_NORMAL_02.init([1, 1, dim], device),
             blocks,
             norm: LayerNormConfig::new(dim).with_epsilon(1e-5).init(device),
-            feature: FeatureHead::new(tokens, dim, self.num_features, device),
+            feature: FeatureHead::new(tokens, dim, self.num_features, self.compute_dtype, device),
             kept_tokens: self.kept_tokens(),
         }
     }
