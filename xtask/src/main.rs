@@ -32,7 +32,8 @@ enum Task {
     /// sets (and a model on IJB-B/C folders): one line per set, report.json, report.md and ROC
     /// plots.
     Eval(eval::Args),
-    /// Build a backbone on a backend, embed random batches, print parameters and images/s.
+    /// Build a backbone on a backend, embed random batches, print parameters and images/s;
+    /// with --train-step, time whole training steps instead.
     Probe(probe::Args),
     /// Run the criterion benchmarks (`benches/`) on the default CPU backend.
     Bench(bench::Args),

@@ -14,11 +14,24 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     batch: usize,
     /// Timed batches.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, conflicts_with = "train_step")]
     batches: usize,
     /// cpu (burn's Flex) or cuda (NVIDIA GPU).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda"])]
     backend: String,
+    /// Time whole training steps (forward, Partial FC margin softmax, backward, clipping,
+    /// AdamW) instead of embedding batches.
+    #[arg(long)]
+    train_step: bool,
+    /// Classes of the centre matrix (with --train-step; default 10000).
+    #[arg(long, requires = "train_step")]
+    classes: Option<usize>,
+    /// Untimed steps first (with --train-step; default 3).
+    #[arg(long, requires = "train_step")]
+    warmup: Option<usize>,
+    /// Timed steps (with --train-step; default 10).
+    #[arg(long, requires = "train_step")]
+    steps: Option<usize>,
 }
 
 /// Builds `lvface-train` in release mode with the backend's feature and runs its `probe`.
@@ -26,11 +39,20 @@ pub fn run(args: Args) -> Result<()> {
     let mut command = lvface_train(&args.backend, "probe");
     command
         .args(["--model", &args.model, "--backend", &args.backend])
-        .args([
-            "--batch",
-            &args.batch.to_string(),
-            "--batches",
-            &args.batches.to_string(),
-        ]);
+        .args(["--batch", &args.batch.to_string()]);
+    if args.train_step {
+        command.arg("--train-step");
+        for (flag, value) in [
+            ("--classes", args.classes),
+            ("--warmup", args.warmup),
+            ("--steps", args.steps),
+        ] {
+            if let Some(value) = value {
+                command.args([flag, &value.to_string()]);
+            }
+        }
+    } else {
+        command.args(["--batches", &args.batches.to_string()]);
+    }
     run_checked(command)
 }

@@ -1,5 +1,7 @@
-//! The lvface training pipeline on one device: layered configuration ([`TrainConfig`]), the
-//! LVFace curriculum loop ([`train`]), atomic checkpoints and verification at the end, and the
+//! The lvface training pipeline: layered configuration ([`TrainConfig`]), the LVFace curriculum
+//! loop on one device ([`train`]), on in-process ranks ([`train_local`]) or as one rank of
+//! launched processes ([`train_launched`]) with the classifier sharded by lvface-pfc, atomic
+//! (sharded) checkpoints, verification during and after training, and the
 //! evaluation of a run's latest checkpoint, a weights file or embeddings computed elsewhere
 //! on `.bin` pair sets ([`evaluate_bin`], [`evaluate_embeddings_file`]). The `lvface-train`
 //! binary wraps it and picks the backend.
@@ -7,11 +9,12 @@
 //! Invariants:
 //! - This is the only crate that knows TOML or the `config` crate; the others receive their own
 //!   typed config structs.
-//! - A run folder holds the resolved `config.toml`, `metrics.jsonl`, `checkpoints/` and, once
-//!   finished, `report.json` (and `eval/` once evaluated); a run continues from its folder alone.
-//! - On CPU a run is a function of its configuration: every random draw derives from
-//!   `run.seed` and the step (or the epoch and sample), so a resumed run repeats an
-//!   uninterrupted one.
+//! - A run folder holds the resolved `config.toml`, `metrics.jsonl`, `eval.jsonl`,
+//!   `checkpoints/`, the curves and, once finished, `report.json` (and `eval/` once evaluated); a
+//!   run continues from its folder alone.
+//! - On CPU a run is a function of its configuration and rank count: every random draw derives
+//!   from `run.seed` and the batch and rank (or the epoch and sample), so a resumed run repeats
+//!   an uninterrupted one.
 //!
 //! ```ignore
 //! use lvface_train::{create_run, train, Experiment, TrainConfig};
@@ -33,6 +36,7 @@ mod report;
 mod schedule;
 mod source;
 mod step;
+mod throughput;
 mod train;
 mod verify;
 
@@ -55,6 +59,7 @@ pub use progress::{bar, format_eta, Progress};
 pub use ranks::PeerFailed;
 pub use schedule::Schedule;
 pub use source::{check_training_source, open_training_source};
+pub use throughput::{time_train_steps, StepTiming};
 pub use train::{
     create_run, fresh_run_dir, step_seed, train, train_launched, train_local, RunSummary,
     CONFIG_FILE, METRICS_FILE,

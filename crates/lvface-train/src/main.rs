@@ -50,7 +50,8 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         devices: u64,
     },
-    /// Build a backbone, embed random batches, print its parameter count and images/s.
+    /// Build a backbone, embed random batches, print its parameter count and images/s; with
+    /// --train-step, time the optimizer step of a one-rank run instead.
     Probe {
         /// insightface model name: vit_t, vit_s, vit_b, vit_l_dp005_mask_005, ...
         #[arg(long, default_value = "vit_t")]
@@ -59,11 +60,25 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         batch: usize,
         /// Timed batches after one warm-up batch.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, conflicts_with = "train_step")]
         batches: usize,
         /// Where to run.
         #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
         backend: BackendKind,
+        /// Time whole training steps (forward, Partial FC margin softmax, backward, clipping,
+        /// AdamW over backbone and centres) with configs/base.toml's first phase, on random
+        /// batches.
+        #[arg(long)]
+        train_step: bool,
+        /// Classes of the centre matrix (with --train-step).
+        #[arg(long, default_value_t = 10_000, requires = "train_step")]
+        classes: usize,
+        /// Untimed steps first (with --train-step).
+        #[arg(long, default_value_t = 3, requires = "train_step")]
+        warmup: usize,
+        /// Timed steps (with --train-step).
+        #[arg(long, default_value_t = 10, requires = "train_step")]
+        steps: usize,
     },
     /// Evaluate a run's latest checkpoint, a weights file, or embeddings computed elsewhere on
     /// .bin pair sets (and a model on IJB-B/C folders): one line per set on stdout,
@@ -169,9 +184,17 @@ fn main() -> Result<()> {
             batch,
             batches,
             backend,
+            train_step,
+            classes,
+            warmup,
+            steps,
         } => {
             backend::ensure_compiled(backend)?;
             let config = VitConfig::preset(&model)?;
+            if train_step {
+                probe_train_step(&model, &config, batch, classes, warmup, steps, backend)?;
+                return Ok(());
+            }
             let report = match backend {
                 #[cfg(feature = "cpu")]
                 BackendKind::Cpu => probe::probe::<backend::cpu::Backend>(
@@ -204,6 +227,59 @@ fn main() -> Result<()> {
         Command::Verify(args) => deploy::verify(args)?,
         Command::Data { command } => data::run(command)?,
     }
+    Ok(())
+}
+
+/// `probe --train-step`: one key=value line with the step times.
+fn probe_train_step(
+    model: &str,
+    config: &VitConfig,
+    batch: usize,
+    classes: usize,
+    warmup: usize,
+    steps: usize,
+    backend: BackendKind,
+) -> Result<()> {
+    let timing = match backend {
+        #[cfg(feature = "cpu")]
+        BackendKind::Cpu => {
+            probe::probe_train_step::<burn::backend::Autodiff<backend::cpu::Backend>>(
+                config,
+                batch,
+                classes,
+                warmup,
+                steps,
+                &backend::cpu::device(),
+            )?
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            probe::probe_train_step::<burn::backend::Autodiff<backend::cuda::Backend>>(
+                config,
+                batch,
+                classes,
+                warmup,
+                steps,
+                &backend::cuda::device(0)?,
+            )?
+        }
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "bench={model}/train_step_pfc backend={backend:?} params={:.2}M classes={classes} \
+         sample_rate={} batch={batch} cpus={cpus} warmup={warmup} steps={} median_ms={:.2} \
+         mean_ms={:.2} min_ms={:.2} images_per_s={:.2} loss={:.3}",
+        timing.backbone_params as f64 / 1e6,
+        timing.sample_rate,
+        timing.steps,
+        timing.median_ms,
+        timing.mean_ms,
+        timing.min_ms,
+        timing.images_per_s,
+        timing.last_loss
+    );
     Ok(())
 }
 

@@ -1,10 +1,13 @@
-//! `probe`: build a backbone, embed random batches, report its size and speed.
+//! `probe`: build a backbone, embed random batches, report its size and speed; or time the
+//! optimizer step of a run (`--train-step`).
 
 use std::time::Instant;
 
 use anyhow::Result;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
+use lvface_train::{StepTiming, TrainConfig};
 use lvface_vit::VitConfig;
 
 /// What `probe` measured.
@@ -42,4 +45,22 @@ pub fn probe<B: Backend>(
         images_per_s: (batch * batches) as f64 / seconds,
         embedding_dim,
     })
+}
+
+/// Times the optimizer step of a one-rank run of LVFace's recipe (`configs/base.toml`: the
+/// first phase's ArcFace s 64, m 0.5 with Partial FC sampling at rate 0.3, AdamW lr 1e-3,
+/// weight decay 0.1, clipping at 5) with backbone `config`, `batch` images per step and
+/// `classes` classes, on random batches: `warmup` untimed steps, then `steps` timed ones.
+pub fn probe_train_step<B: AutodiffBackend>(
+    config: &VitConfig,
+    batch: usize,
+    classes: usize,
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Result<StepTiming> {
+    let mut train: TrainConfig = toml::from_str(lvface_train::BASE)?;
+    train.vit = config.clone();
+    train.data.batch_size = batch;
+    lvface_train::time_train_steps::<B>(&train, classes, warmup, steps, device)
 }

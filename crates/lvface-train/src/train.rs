@@ -391,7 +391,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
 
 /// A fresh model for `shard`: the backbone is the same on every rank (seeded by `run.seed`),
 /// each centre shard is drawn from its own stream.
-fn init_model<B: AutodiffBackend>(
+pub(crate) fn init_model<B: AutodiffBackend>(
     config: &TrainConfig,
     shard: ClassShard,
     device: &B::Device,
