@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_data::Batch;
@@ -15,7 +14,7 @@ use crate::checkpoint::Optim;
 use crate::config::TrainConfig;
 use crate::model::TrainModel;
 use crate::step::{Outcome, StepPlan};
-use crate::train::{init_model, step_seed};
+use crate::train::{init_model, init_optimizer, step_seed};
 
 /// What [`time_train_steps`] measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,12 +68,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
     }
     let seed = config.run.seed;
     let mut model = init_model::<B>(config, ClassShard::new(0, 1, classes), device);
-    let mut optim: Optim<B> = AdamWConfig::new()
-        .with_beta_1(config.optim.beta1 as f32)
-        .with_beta_2(config.optim.beta2 as f32)
-        .with_epsilon(config.optim.epsilon as f32)
-        .with_weight_decay(config.optim.weight_decay as f32)
-        .init();
+    let mut optim: Optim<B> = init_optimizer(&config.optim);
     let mut bank = config
         .loss
         .prototypes

@@ -20,7 +20,7 @@ use lvface_pfc::{
 };
 
 use crate::checkpoint::{self, Optim, TrainState};
-use crate::config::{NonFinitePolicy, TrainConfig};
+use crate::config::{NonFinitePolicy, OptimConfig, TrainConfig};
 use crate::model::TrainModel;
 use crate::progress::Progress;
 use crate::ranks::{agree, check_same_weights, first_failure, GENERATOR};
@@ -152,12 +152,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     let shard = ClassShard::new(rank, world, data.classes);
 
     let mut model = init_model::<B>(&config, shard, device);
-    let mut optim: Optim<B> = AdamWConfig::new()
-        .with_beta_1(config.optim.beta1 as f32)
-        .with_beta_2(config.optim.beta2 as f32)
-        .with_epsilon(config.optim.epsilon as f32)
-        .with_weight_decay(config.optim.weight_decay as f32)
-        .init();
+    let mut optim: Optim<B> = init_optimizer(&config.optim);
     let mut bank =
         config
             .loss
@@ -406,6 +401,17 @@ pub(crate) fn init_model<B: AutodiffBackend>(
         step_seed(config.run.seed ^ CENTRES_STREAM, shard.rank as u64),
     );
     TrainModel::new(backbone, shard.num_local(), config.vit.num_features, device)
+}
+
+/// AdamW with the run's betas, epsilon and decoupled weight decay (the learning rate is given
+/// per step).
+pub(crate) fn init_optimizer<B: AutodiffBackend>(config: &OptimConfig) -> Optim<B> {
+    AdamWConfig::new()
+        .with_beta_1(config.beta1 as f32)
+        .with_beta_2(config.beta2 as f32)
+        .with_epsilon(config.epsilon as f32)
+        .with_weight_decay(config.weight_decay as f32)
+        .init()
 }
 
 /// Seeds the centre shards' streams apart from the backbone's.
