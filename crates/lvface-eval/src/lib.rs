@@ -59,7 +59,7 @@ pub use kfold::{
 };
 pub use npy::{NpyArray, NpyDtype};
 pub use pair_set::{evaluate_pair_set, pair_set_report, write_report_dir, PairSetResult};
-pub use plot::{register_font, RocPlot, RocSeries};
+pub use plot::{register_font, RocPlot, RocSeries, COLORS};
 pub use report::{far_label, machine_line, tar_line, EvalReport, SetReport};
 pub use roc::RocCurve;
 pub use tar_far::{tar_at_far, TarAtFar, TarFarReport, IJB_FARS};

@@ -19,7 +19,8 @@ use crate::roc::RocCurve;
 
 const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
 const SAMPLES: usize = 600;
-const COLORS: [RGBColor; 6] = [
+/// The colours of successive curves (matplotlib's first six), shared by every lvface plot.
+pub const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),

@@ -12,27 +12,20 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use lvface_eval::COLORS;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
+use crate::train::METRICS_FILE;
+
 /// The per-verification file of a run folder: one JSON object per line,
 /// `{"step": u64, "set": String, "accuracy": f64, ...}`.
 pub const EVAL_FILE: &str = "eval.jsonl";
-/// The per-step file of a run folder (`METRICS_FILE` of the training loop).
-const METRICS: &str = "metrics.jsonl";
 /// Size in pixels of every plot.
 pub const PLOT_SIZE: (u32, u32) = (800, 500);
 /// The most points a drawn curve keeps.
 const MAX_POINTS: usize = 2_000;
-const COLORS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(255, 127, 14),
-    RGBColor(148, 103, 189),
-    RGBColor(23, 190, 207),
-];
 const BOUNDARY: RGBColor = RGBColor(120, 120, 120);
 
 /// The columns of a `metrics.jsonl` line that the plots use; the others are ignored.
@@ -58,7 +51,7 @@ struct EvalLine {
 /// error; a missing or empty `eval.jsonl` only leaves out the accuracy plot. A line that is not
 /// a JSON object with the expected keys is an error naming the file and the line number.
 pub fn write_curves(run_dir: &Path) -> Result<Vec<PathBuf>> {
-    let metrics_path = run_dir.join(METRICS);
+    let metrics_path = run_dir.join(METRICS_FILE);
     let metrics: Vec<MetricsLine> = read_lines(&metrics_path)?;
     if metrics.is_empty() {
         bail!("{} has no steps to plot", metrics_path.display());
@@ -380,7 +373,7 @@ mod tests {
     #[test]
     fn writes_loss_lr_and_accuracy_plots() {
         let dir = run_dir("all");
-        std::fs::write(dir.join(METRICS), metrics_text(60, 31)).unwrap();
+        std::fs::write(dir.join(METRICS_FILE), metrics_text(60, 31)).unwrap();
         std::fs::write(
             dir.join(EVAL_FILE),
             "{\"step\":20,\"set\":\"lfw\",\"accuracy\":0.71,\"std\":0.01}\n\
@@ -431,7 +424,7 @@ mod tests {
     #[test]
     fn without_eval_lines_there_is_no_accuracy_plot() {
         let dir = run_dir("no-eval");
-        std::fs::write(dir.join(METRICS), metrics_text(5, 100)).unwrap();
+        std::fs::write(dir.join(METRICS_FILE), metrics_text(5, 100)).unwrap();
         assert_eq!(write_curves(&dir).unwrap().len(), 4);
         std::fs::write(dir.join(EVAL_FILE), "\n").unwrap();
         assert_eq!(write_curves(&dir).unwrap().len(), 4);
@@ -444,7 +437,7 @@ mod tests {
     #[test]
     fn a_single_step_still_plots() {
         let dir = run_dir("single");
-        std::fs::write(dir.join(METRICS), metrics_text(1, 100)).unwrap();
+        std::fs::write(dir.join(METRICS_FILE), metrics_text(1, 100)).unwrap();
         std::fs::write(
             dir.join(EVAL_FILE),
             "{\"step\":1,\"set\":\"lfw\",\"accuracy\":0.5}\n",
@@ -461,14 +454,14 @@ mod tests {
         let dir = run_dir("bad");
         let mut text = metrics_text(3, 100);
         text.push_str("{\"step\":4,\"phase\":0,\"loss\":\"x\",\"lr\":0.1}\n");
-        std::fs::write(dir.join(METRICS), text).unwrap();
+        std::fs::write(dir.join(METRICS_FILE), text).unwrap();
         let err = format!("{:#}", write_curves(&dir).unwrap_err());
         assert!(
             err.contains("metrics.jsonl line 4"),
             "error should name the line: {err}"
         );
 
-        std::fs::write(dir.join(METRICS), metrics_text(3, 100)).unwrap();
+        std::fs::write(dir.join(METRICS_FILE), metrics_text(3, 100)).unwrap();
         std::fs::write(
             dir.join(EVAL_FILE),
             "{\"step\":1,\"set\":\"lfw\",\"accuracy\":0.5}\nnot json\n",
@@ -477,7 +470,7 @@ mod tests {
         let err = format!("{:#}", write_curves(&dir).unwrap_err());
         assert!(err.contains("eval.jsonl line 2"), "{err}");
 
-        std::fs::write(dir.join(METRICS), "").unwrap();
+        std::fs::write(dir.join(METRICS_FILE), "").unwrap();
         let err = format!("{:#}", write_curves(&dir).unwrap_err());
         assert!(err.contains("no steps"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
