@@ -39,7 +39,9 @@ mod bin_pairs;
 mod decode;
 mod error;
 mod face_source;
+mod header_bounds;
 mod image_folder;
+mod index_cache;
 mod ir_header;
 mod loader;
 mod pack;
@@ -49,6 +51,7 @@ mod record_dataset;
 mod record_dataset_writer;
 mod record_index;
 pub mod record_io;
+mod shared_record_set;
 mod synthetic;
 
 pub use augment::{
@@ -62,6 +65,7 @@ pub use decode::{
 pub use error::{DataError, Result};
 pub use face_source::{EncodedFace, FaceSource};
 pub use image_folder::{is_image_file, ImageFolder};
+pub use index_cache::{cache_path, IndexOrigin};
 pub use ir_header::{IrHeader, IR_HEADER_LEN};
 pub use loader::{epoch_permutation, CorruptPolicy, EpochIter, Loader, LoaderConfig};
 pub use pack::{pack_folder, PackSummary};
@@ -69,4 +73,5 @@ pub use property::Property;
 pub use record_dataset::{class_index, FaceRecord, RecordDataset, RecordLayout};
 pub use record_dataset_writer::RecordDatasetWriter;
 pub use record_index::{rebuild_index, RecordIndex};
+pub use shared_record_set::{even_class_starts, write_shared_record_set};
 pub use synthetic::{ImageCodec, SyntheticConfig, SyntheticFaces};

@@ -11,8 +11,11 @@ use crate::record_dataset_writer::RecordDatasetWriter;
 /// What [`pack_folder`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackSummary {
-    /// Number of images.
+    /// Number of images written, repeats included.
     pub images: usize,
+    /// How many times the last image was written again so that insightface's float32 header
+    /// holds the image count exactly (only above 2^24 images; see [`RecordDatasetWriter`]).
+    pub repeated: usize,
     /// Number of identities.
     pub identities: usize,
     /// Size written to `property` (height, width): the size of the first image.
@@ -53,6 +56,7 @@ pub fn pack_folder(folder: &Path, out_dir: &Path) -> Result<PackSummary> {
     source.write_label_map(&out_dir.join("labels.tsv"))?;
     Ok(PackSummary {
         images,
+        repeated: images - source.len(),
         identities,
         size,
         other_sizes,

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
 use crate::face_source::{EncodedFace, FaceSource};
+use crate::header_bounds::{resolve_bound, rounding_window, stored_bound};
+use crate::index_cache::{self, IndexOrigin};
 use crate::ir_header::IrHeader;
 use crate::property::Property;
 use crate::record_index::RecordIndex;
@@ -29,27 +31,41 @@ pub struct FaceRecord {
 pub enum RecordLayout {
     /// insightface: record 0 is a header whose labels give the image keys `1..images_end` and the
     /// per-identity records `images_end..identities_end` (empty when the header has one label).
+    /// Both bounds are exact, also where the header's float32 labels are rounded (see
+    /// `docs/data.md`).
     Insightface {
         /// One past the last image key.
         images_end: u64,
         /// The keys of the per-identity records.
         identity_keys: Range<u64>,
     },
-    /// A plain im2rec file: every indexed record is an image, in index order.
+    /// A plain im2rec file: every indexed record is an image, by ascending key.
     Plain,
+}
+
+/// The keys of the images, in the order images are numbered.
+#[derive(Debug)]
+enum ImageKeys {
+    /// Image `i` is key `start + i`: the insightface layout, and plain files without holes.
+    Range(Range<u64>),
+    /// Any other plain file.
+    List(Vec<u64>),
 }
 
 /// A RecordIO training set: `train.rec`, `train.idx` and `property`.
 ///
-/// Opening reads the index (or scans the `.rec` file when the index is missing) and record 0;
-/// images are read on demand with positioned reads, so several threads can share one dataset.
+/// Opening reads the index (from its binary copy `train.lvidx` when that is current, see
+/// [`IndexOrigin`]; or by scanning the `.rec` file when there is no `.idx`) and record 0; images
+/// are read on demand with positioned reads, so several threads can share one dataset. The
+/// index takes 8 bytes a record.
 #[derive(Debug)]
 pub struct RecordDataset {
     rec_path: PathBuf,
     file: RecordFile,
     index: RecordIndex,
+    index_origin: IndexOrigin,
     layout: RecordLayout,
-    image_keys: Vec<u64>,
+    images: ImageKeys,
     property: Option<Property>,
 }
 
@@ -65,6 +81,28 @@ pub fn class_index(label: f32) -> std::result::Result<usize, String> {
     }
 }
 
+/// The index of `idx_path`: its binary copy when current, else the text (writing a copy for the
+/// next open when the folder allows), else a scan of the `.rec` file.
+fn open_index(
+    idx_path: &Path,
+    rec_path: &Path,
+    file: &RecordFile,
+) -> Result<(RecordIndex, IndexOrigin)> {
+    if !idx_path.exists() {
+        return Ok((RecordIndex::scan(file, rec_path)?, IndexOrigin::Scan));
+    }
+    if let Some(index) = index_cache::load(idx_path, file.size()) {
+        return Ok((index, IndexOrigin::Cache(index_cache::cache_path(idx_path))));
+    }
+    let index = RecordIndex::read(idx_path, file.size())?;
+    let cached =
+        index.len() >= CACHE_FROM_RECORDS && index_cache::store(idx_path, file.size(), &index);
+    Ok((index, IndexOrigin::Text { cached }))
+}
+
+/// Below this many records the text is read in milliseconds and no copy is written.
+const CACHE_FROM_RECORDS: usize = 100_000;
+
 impl RecordDataset {
     /// Opens a folder holding `train.rec` (plus `train.idx` and `property` when present), or a
     /// `.rec` file with its `.idx` and the `property` file of its folder.
@@ -77,11 +115,7 @@ impl RecordDataset {
         let idx_path = rec_path.with_extension("idx");
         let property_path = rec_path.parent().unwrap_or(Path::new(".")).join("property");
         let file = RecordFile::open(&rec_path)?;
-        let index = if idx_path.exists() {
-            RecordIndex::read(&idx_path, file.size())?
-        } else {
-            RecordIndex::scan(&file, &rec_path)?
-        };
+        let (index, index_origin) = open_index(&idx_path, &rec_path, &file)?;
         let property = if property_path.exists() {
             Some(Property::read(&property_path)?)
         } else {
@@ -91,31 +125,42 @@ impl RecordDataset {
             rec_path,
             file,
             index,
+            index_origin,
             layout: RecordLayout::Plain,
-            image_keys: Vec::new(),
+            images: ImageKeys::Range(0..0),
             property,
         };
         dataset.layout = dataset.detect_layout()?;
-        dataset.image_keys = match &dataset.layout {
-            RecordLayout::Insightface { images_end, .. } => (1..*images_end).collect(),
-            RecordLayout::Plain => dataset
-                .index
-                .entries()
-                .iter()
-                .map(|&(key, _)| key)
-                .collect(),
+        dataset.images = match &dataset.layout {
+            RecordLayout::Insightface { images_end, .. } => ImageKeys::Range(1..*images_end),
+            RecordLayout::Plain => match (dataset.index.entries().next(), dataset.index.last_key())
+            {
+                (Some((first, _)), Some(last))
+                    if last - first + 1 == dataset.index.len() as u64 =>
+                {
+                    ImageKeys::Range(first..last + 1)
+                }
+                _ => ImageKeys::List(dataset.index.entries().map(|(key, _)| key).collect()),
+            },
         };
-        if let Some(&key) = dataset
-            .image_keys
-            .iter()
-            .find(|&&k| dataset.index.offset(k).is_none())
-        {
-            return Err(DataError::MissingKey {
-                path: dataset.rec_path,
-                key,
-            });
+        if let ImageKeys::Range(keys) = &dataset.images {
+            if let Some(key) = dataset.index.first_missing(keys.clone()) {
+                return Err(DataError::MissingKey {
+                    path: dataset.rec_path,
+                    key,
+                });
+            }
         }
         Ok(dataset)
+    }
+
+    /// The flag of record `key` (0 for an image, the label count for a header or identity
+    /// record), or `None` when the key is not indexed.
+    fn flag(&self, key: u64) -> Result<Option<u32>> {
+        if self.index.offset(key).is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.record(key)?.header.flag))
     }
 
     fn detect_layout(&self) -> Result<RecordLayout> {
@@ -133,12 +178,34 @@ impl RecordDataset {
             reason,
         };
         let labels = &header.header.labels;
-        let images_end = class_index(labels[0]).map_err(&bad)? as u64;
-        if images_end == 0 {
+        let stored_images_end = stored_bound(labels[0]).map_err(&bad)?;
+        if stored_images_end == 0 {
             return Err(bad("header record says images end at key 0".into()));
         }
+        let images_end =
+            resolve_bound(
+                stored_images_end,
+                |k| Ok(k >= 1 && self.flag(k)? == Some(0)),
+            )?
+            .ok_or_else(|| {
+                bad(format!(
+                    "header label {stored_images_end} (one past the last image) is not within \
+                     float32 rounding of a change from image records (flag 0) to others"
+                ))
+            })?;
         let identities_end = match labels.get(1) {
-            Some(&end) => class_index(end).map_err(&bad)? as u64,
+            Some(&end) => {
+                let stored = stored_bound(end).map_err(&bad)?;
+                resolve_bound(stored, |k| {
+                    Ok(k < images_end || self.index.offset(k).is_some())
+                })?
+                .ok_or_else(|| {
+                    bad(format!(
+                        "header label {stored} (one past the last identity record) is not \
+                             within float32 rounding of the last indexed key"
+                    ))
+                })?
+            }
             None => images_end,
         };
         if identities_end < images_end {
@@ -173,9 +240,17 @@ impl RecordDataset {
         self.property
     }
 
-    /// Keys of the image records, in the order images are numbered.
-    pub fn image_keys(&self) -> &[u64] {
-        &self.image_keys
+    /// Where the index came from.
+    pub fn index_origin(&self) -> &IndexOrigin {
+        &self.index_origin
+    }
+
+    /// The key of image `i`, in the order images are numbered.
+    pub fn image_key(&self, i: usize) -> u64 {
+        match &self.images {
+            ImageKeys::Range(keys) => keys.start + i as u64,
+            ImageKeys::List(keys) => keys[i],
+        }
     }
 
     /// Reads the record with `key`.
@@ -200,44 +275,83 @@ impl RecordDataset {
     }
 
     /// The image ranges of every identity, read from the per-identity records: entry `c` holds
-    /// the image keys of class `c`. Empty for a plain file.
+    /// the image keys of class `c`. Where a record's float32 labels are rounded (keys above
+    /// 2^24), the exact bound is found in the images' own labels. Empty for a plain file.
     pub fn identity_ranges(&self) -> Result<Vec<Range<u64>>> {
-        let RecordLayout::Insightface { identity_keys, .. } = &self.layout else {
+        let RecordLayout::Insightface {
+            images_end,
+            identity_keys,
+        } = &self.layout
+        else {
             return Ok(Vec::new());
         };
-        identity_keys
-            .clone()
-            .map(|key| {
-                let record = self.record(key)?;
-                let labels = &record.header.labels;
-                let bad = |reason: String| DataError::BadLabel {
+        // Whether key `k` lies before the first image of class `c`.
+        let before_class = |k: u64, c: usize| -> Result<bool> {
+            if k == 0 {
+                return Ok(true);
+            }
+            if k >= *images_end {
+                return Ok(false);
+            }
+            let record = self.record(k)?;
+            let label =
+                class_index(record.header.class_label()).map_err(|reason| DataError::BadLabel {
                     path: self.rec_path.clone(),
-                    key,
+                    key: k,
                     offset: record.offset,
                     reason,
-                };
-                if labels.len() < 2 {
-                    return Err(bad(
-                        "identity record without a [start, end) label pair".into()
-                    ));
+                })?;
+            Ok(label < c)
+        };
+        let mut ranges: Vec<Range<u64>> = Vec::with_capacity(identity_keys.clone().count());
+        for (class, key) in identity_keys.clone().enumerate() {
+            let record = self.record(key)?;
+            let labels = &record.header.labels;
+            let bad = |reason: String| DataError::BadLabel {
+                path: self.rec_path.clone(),
+                key,
+                offset: record.offset,
+                reason,
+            };
+            if labels.len() < 2 {
+                return Err(bad(
+                    "identity record without a [start, end) label pair".into()
+                ));
+            }
+            let stored_start = stored_bound(labels[0]).map_err(bad)?;
+            let stored_end = stored_bound(labels[1]).map_err(bad)?;
+            let not_found = |stored: u64, what: &str| {
+                bad(format!(
+                    "label {stored} ({what} of class {class}) is not within float32 rounding of \
+                     where the images' labels change"
+                ))
+            };
+            // The previous class's end is this one's start; reuse it when the label agrees.
+            let start = match ranges.last() {
+                Some(previous) if rounding_window(stored_start).contains(&previous.end) => {
+                    previous.end
                 }
-                let start = class_index(labels[0]).map_err(bad)? as u64;
-                let end = class_index(labels[1]).map_err(bad)? as u64;
-                Ok(start..end)
-            })
-            .collect()
+                _ => resolve_bound(stored_start, |k| before_class(k, class))?
+                    .ok_or_else(|| not_found(stored_start, "first image key"))?,
+            };
+            let end = resolve_bound(stored_end, |k| before_class(k, class + 1))?
+                .ok_or_else(|| not_found(stored_end, "one past the last image key"))?;
+            if end < start {
+                return Err(bad(format!("image range {start}..{end} is reversed")));
+            }
+            ranges.push(start..end);
+        }
+        Ok(ranges)
     }
 
     /// Reads every image header and returns the labels, in image order.
     pub fn scan_labels(&self) -> Result<Vec<usize>> {
-        (0..self.image_keys.len())
-            .map(|i| Ok(self.image(i)?.1))
-            .collect()
+        (0..self.len()).map(|i| Ok(self.image(i)?.1)).collect()
     }
 
     /// The `i`-th image record and its class, checked against [`FaceSource::num_classes`].
     pub fn image(&self, i: usize) -> Result<(FaceRecord, usize)> {
-        let key = self.image_keys[i];
+        let key = self.image_key(i);
         let record = self.record(key)?;
         let bad = |reason: String| DataError::BadLabel {
             path: self.rec_path.clone(),
@@ -259,7 +373,10 @@ impl RecordDataset {
 
 impl FaceSource for RecordDataset {
     fn len(&self) -> usize {
-        self.image_keys.len()
+        match &self.images {
+            ImageKeys::Range(keys) => (keys.end - keys.start) as usize,
+            ImageKeys::List(keys) => keys.len(),
+        }
     }
 
     /// The per-identity record count for insightface files that have them, else `property`.

@@ -19,6 +19,14 @@ use crate::record_io::RecordWriter;
 ///
 /// Images must arrive grouped by identity with non-decreasing labels, so that each identity's
 /// images form one key range. A class with no image gets an empty range.
+///
+/// insightface's `MXFaceDataset` reads the images as keys `range(1, int(label[0]))` from the
+/// header's float32 label, so a set whose `N + 1` float32 cannot hold (above 2^24) would lose
+/// its last images or read identity records as images there. The writer therefore repeats the
+/// last image (at most 3 times, below 2^27 images) until `N + 1` is exact in float32; the
+/// count returned by [`RecordDatasetWriter::finish`] includes the repeats. The identity records'
+/// own labels may still be rounded; insightface's training does not read them, and
+/// [`crate::RecordDataset`] finds their exact values.
 #[derive(Debug)]
 pub struct RecordDatasetWriter {
     rec_path: PathBuf,
@@ -29,6 +37,8 @@ pub struct RecordDatasetWriter {
     /// First image key of each class seen so far.
     class_starts: Vec<u64>,
     next_key: u64,
+    /// The last image's class and bytes, repeated when `N + 1` is not exact in float32.
+    last_image: Option<(usize, Vec<u8>)>,
     height: u32,
     width: u32,
 }
@@ -50,6 +60,7 @@ impl RecordDatasetWriter {
             property_path: dir.join("property"),
             class_starts: Vec::new(),
             next_key: 1,
+            last_image: None,
             height,
             width,
         })
@@ -83,12 +94,23 @@ impl RecordDatasetWriter {
         self.class_starts.resize(label + 1, key);
         self.write(key, &IrHeader::scalar(label as f32, key), encoded)?;
         self.next_key += 1;
+        let (last_label, last_bytes) = self.last_image.get_or_insert_with(Default::default);
+        *last_label = label;
+        last_bytes.clear();
+        last_bytes.extend_from_slice(encoded);
         Ok(key)
     }
 
     /// Writes the identity records, the header record and `property`; returns the number of
     /// images and of classes.
     pub fn finish(mut self) -> Result<(usize, usize)> {
+        if let Some((label, bytes)) = self.last_image.take() {
+            while self.next_key < first_exact_in_f32(self.next_key) {
+                let key = self.next_key;
+                self.write(key, &IrHeader::scalar(label as f32, key), &bytes)?;
+                self.next_key += 1;
+            }
+        }
         let images_end = self.next_key;
         let classes = self.class_starts.len();
         let starts = std::mem::take(&mut self.class_starts);
@@ -121,6 +143,13 @@ impl RecordDatasetWriter {
     }
 }
 
+/// The smallest key at or above `key` that float32 holds exactly.
+fn first_exact_in_f32(key: u64) -> u64 {
+    (key..)
+        .find(|&k| k as f32 as u64 == k)
+        .expect("float32 holds keys of every size")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +158,20 @@ mod tests {
 
     fn scratch(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("lvface-data-rw-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn image_counts_are_padded_to_a_float32_exact_header() {
+        assert_eq!(first_exact_in_f32(5), 5);
+        assert_eq!(first_exact_in_f32(1 << 24), 1 << 24);
+        // 16,778,216 images: N + 1 = 16,778,217 is stored as 16,778,216; one repeat.
+        assert_eq!(first_exact_in_f32(16_778_217), 16_778_218);
+        // WebFace42M: 42,474,557 images, N + 1 = 42,474,558 is stored as 42,474,560.
+        assert_eq!(first_exact_in_f32(42_474_558), 42_474_560);
+        for key in (1u64 << 24..1 << 24 | 1 << 12).chain(1 << 26..(1 << 26) + 100) {
+            let end = first_exact_in_f32(key);
+            assert!(end - key < 8 && end as f32 as u64 == end, "{key} -> {end}");
+        }
     }
 
     #[test]

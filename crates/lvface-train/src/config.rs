@@ -1,10 +1,12 @@
 //! [`TrainConfig`]: every setting of a run, one table per concern, read in layers.
 //!
 //! Layers, later ones winning: the built-in `configs/base.toml` (every default), an experiment
-//! file (`configs/default.toml` when none is given), `LVFACE_*` environment variables
-//! (`LVFACE_OPTIM__LR=1e-3`: tables separated by `__`), then `--set key=value` overrides. The
-//! result is checked once by [`TrainConfig::validate`], whose errors name the key and the value.
+//! file (`configs/default.toml` when none is given), `LVFACE_<TABLE>__<KEY>` environment
+//! variables (`LVFACE_OPTIM__LR=1e-3`: levels separated by `__`; see [`ENV_PREFIX`] for which
+//! variables count), then `--set key=value` overrides. The result is checked once by
+//! [`TrainConfig::validate`], whose errors name the key and the value.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -19,6 +21,18 @@ use serde::{Deserialize, Serialize};
 pub const BASE: &str = include_str!("../../../configs/base.toml");
 /// `configs/default.toml`: the CPU demo on synthetic identities, the experiment without `--config`.
 pub const DEFAULT: &str = include_str!("../../../configs/default.toml");
+
+/// The prefix of lvface's environment variables. Only those with `__` after it
+/// (`LVFACE_<TABLE>__<KEY>`) are configuration: every key lives in a table, so each such
+/// variable has one. lvface's other variables, such as the launch's `LVFACE_NODE_ADDR` (read by
+/// lvface-pfc's `Launch`) or the benchmarks' `LVFACE_BENCH_*`, separate words with single `_`
+/// and do not start with a table name, so they never reach the configuration: a launch sets them
+/// on every rank, and a deployment may export them globally. A variable without `__` that starts
+/// with a table name (`LVFACE_OPTIM_LR`) is refused as a misspelt key rather than ignored.
+const ENV_PREFIX: &str = "LVFACE_";
+
+/// The top-level tables of [`TrainConfig`], lower case.
+const TABLES: [&str; 6] = ["vit", "loss", "data", "optim", "run", "eval"];
 
 /// A whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,9 +188,18 @@ pub enum Experiment {
 }
 
 impl TrainConfig {
-    /// Reads the layers (base, experiment, `LVFACE_*` environment, `--set` overrides) and
-    /// validates the result.
+    /// Reads the layers (base, experiment, `LVFACE_<TABLE>__<KEY>` environment variables,
+    /// `--set` overrides) and validates the result.
     pub fn load(experiment: &Experiment, sets: &[String]) -> Result<Self> {
+        Self::load_with_env(experiment, sets, std::env::vars_os())
+    }
+
+    /// [`load`](Self::load), with the environment given as `(name, value)` pairs.
+    pub(crate) fn load_with_env(
+        experiment: &Experiment,
+        sets: &[String],
+        env: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Self> {
         let mut builder =
             Config::builder().add_source(File::from_str(BASE, FileFormat::Toml).required(true));
         builder = match experiment {
@@ -189,10 +212,11 @@ impl TrainConfig {
             }
         };
         builder = builder.add_source(
-            Environment::with_prefix("LVFACE")
+            Environment::with_prefix(ENV_PREFIX.trim_end_matches('_'))
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(Some(config_vars(env)?)),
         );
         for set in sets {
             let (key, value) = set
@@ -300,6 +324,42 @@ impl TrainConfig {
     }
 }
 
+/// The configuration variables among `env` (see [`ENV_PREFIX`]), names as given.
+fn config_vars(
+    env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<config::Map<String, String>> {
+    let mut vars = config::Map::new();
+    for (name, value) in env {
+        // A name that is not UTF-8 cannot be one of lvface's.
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        // The `config` crate matches the prefix in any case; so does this.
+        let Some(rest) = name
+            .get(..ENV_PREFIX.len())
+            .filter(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+            .map(|_| &name[ENV_PREFIX.len()..])
+        else {
+            continue;
+        };
+        if !rest.contains("__") {
+            let first = rest.split('_').next().unwrap_or_default();
+            if TABLES.iter().any(|t| t.eq_ignore_ascii_case(first)) {
+                bail!(
+                    "environment variable {name}: a configuration variable separates its table \
+                     and key with `__`, as in LVFACE_OPTIM__LR"
+                );
+            }
+            continue;
+        }
+        let value = value.into_string().map_err(|value| {
+            anyhow::anyhow!("environment variable {name} is not UTF-8: {value:?}")
+        })?;
+        vars.insert(name, value);
+    }
+    Ok(vars)
+}
+
 fn positive_finite(key: &str, value: f64, zero_ok: bool) -> Result<()> {
     let ok = value.is_finite() && (value > 0.0 || (zero_ok && value == 0.0));
     if !ok {
@@ -353,6 +413,51 @@ mod tests {
         let text = config.to_toml().unwrap();
         let back: TrainConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, config);
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        vars.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    #[test]
+    fn launch_variables_are_not_configuration() {
+        let vars = env(&[
+            ("LVFACE_NODE_ADDR", "10.0.0.2"),
+            ("LVFACE_BENCH_CLASSES", "1000"),
+            ("LVFACE_OPTIM__LR", "0.125"),
+            ("LVFACE_DATA__SYNTHETIC__IDENTITIES", "12"),
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+        ]);
+        let config = TrainConfig::load_with_env(&Experiment::Default, &[], vars).unwrap();
+        assert_eq!(config.optim.lr, 0.125);
+        assert_eq!(config.data.synthetic.identities, 12);
+    }
+
+    #[test]
+    fn misspelt_configuration_variables_are_refused() {
+        for (name, words) in [
+            ("LVFACE_OPTIM_LR", &["LVFACE_OPTIM_LR", "__"][..]),
+            ("LVFACE_OPTIM__LRR", &["lrr"][..]),
+            ("LVFACE_OPTIMS__LR", &["optims"][..]),
+        ] {
+            let err = TrainConfig::load_with_env(&Experiment::Default, &[], env(&[(name, "1")]))
+                .unwrap_err();
+            let message = format!("{err:#}");
+            for word in words {
+                assert!(message.contains(word), "{name}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn tables_are_those_of_the_base_config() {
+        let base: toml::Table = toml::from_str(BASE).unwrap();
+        let mut keys: Vec<&str> = base.keys().map(String::as_str).collect();
+        let mut tables = TABLES.to_vec();
+        keys.sort_unstable();
+        tables.sort_unstable();
+        assert_eq!(keys, tables);
     }
 
     #[test]

@@ -89,12 +89,13 @@ pub fn run(command: Command) -> Result<()> {
                 format!("packing {} into {}", folder.display(), out_dir.display())
             })?;
             println!(
-                "images={} identities={} size={}x{} other_sizes={}",
+                "images={} identities={} size={}x{} other_sizes={} repeated={}",
                 summary.images,
                 summary.identities,
                 summary.size.0,
                 summary.size.1,
-                summary.other_sizes
+                summary.other_sizes,
+                summary.repeated
             );
         }
         Command::Synth(args) => println!("{}", synth(&args)?),

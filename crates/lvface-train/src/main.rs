@@ -115,6 +115,9 @@ fn main() -> Result<()> {
             if launch.is_some() && devices > 1 {
                 bail!("--devices {devices} and a launch environment (RANK, WORLD_SIZE) were both given; a launched process is one rank");
             }
+            // A launched run's new folder is made by rank 0 in `train_launched`, which tells
+            // the other ranks when it refuses the folder, so that they all stop together.
+            let mut new_run = None;
             let run_dir = match resume {
                 Some(dir) => {
                     if !dir.join(lvface_train::CONFIG_FILE).is_file() {
@@ -125,23 +128,19 @@ fn main() -> Result<()> {
                 None => {
                     let experiment = config.map_or(Experiment::Default, Experiment::File);
                     let config = TrainConfig::load(&experiment, &sets)?;
-                    match (&launch, out) {
-                        // Launched processes share the run folder: rank 0 creates it, the
-                        // others wait for its configuration and read it from there.
-                        (Some(launch), Some(dir)) if launch.rank > 0 => {
-                            wait_for_run(&dir)?;
-                            dir
-                        }
+                    let dir = match (&launch, out) {
                         (Some(launch), None) if launch.world_size > 1 => bail!(
                             "a launched run needs --out RUN_DIR on every rank (a folder all \
                              ranks can reach), so that they find one another's files"
                         ),
-                        (_, out) => {
-                            let dir = out.unwrap_or_else(|| fresh_run_dir(Path::new(".")));
-                            create_run(&config, &dir)?;
-                            dir
-                        }
+                        (_, out) => out.unwrap_or_else(|| fresh_run_dir(Path::new("."))),
+                    };
+                    if launch.is_some() {
+                        new_run = Some(config);
+                    } else {
+                        create_run(&config, &dir)?;
                     }
+                    dir
                 }
             };
             println!("run folder: {}", run_dir.display());
@@ -152,9 +151,12 @@ fn main() -> Result<()> {
                     type B = burn::backend::Autodiff<backend::cpu::Backend>;
                     let device = backend::cpu::device();
                     match &launch {
-                        Some(launch) => {
-                            lvface_train::train_launched::<B>(&run_dir, launch, &device)?
-                        }
+                        Some(launch) => lvface_train::train_launched::<B>(
+                            &run_dir,
+                            new_run.as_ref(),
+                            launch,
+                            &device,
+                        )?,
                         None => lvface_train::train_local::<B>(&run_dir, &[device], devices)?,
                     }
                 }
@@ -164,7 +166,12 @@ fn main() -> Result<()> {
                     match &launch {
                         Some(launch) => {
                             let device = backend::cuda::device(launch.local_rank)?;
-                            lvface_train::train_launched::<B>(&run_dir, launch, &device)?
+                            lvface_train::train_launched::<B>(
+                                &run_dir,
+                                new_run.as_ref(),
+                                launch,
+                                &device,
+                            )?
                         }
                         None => {
                             let devices = (0..devices)
@@ -280,23 +287,6 @@ fn probe_train_step(
         timing.images_per_s,
         timing.last_loss
     );
-    Ok(())
-}
-
-/// Waits (up to ten minutes) for rank 0 to create the run folder `dir`.
-fn wait_for_run(dir: &Path) -> Result<()> {
-    let config = dir.join(lvface_train::CONFIG_FILE);
-    let start = std::time::Instant::now();
-    while !config.is_file() {
-        if start.elapsed() > std::time::Duration::from_secs(600) {
-            bail!(
-                "{} did not appear within 10 minutes: rank 0 creates the run folder, and every \
-                 rank must see it (a shared file system)",
-                config.display()
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
     Ok(())
 }
 

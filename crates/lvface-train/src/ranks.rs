@@ -55,6 +55,54 @@ pub(crate) fn agree<T, B: Backend, C: Collective<B>>(
     }
 }
 
+/// Rank 0's `result` on every rank: when rank 0 failed, every rank returns its error message,
+/// word for word (flattened to one line), so that a launch whose ranks print their errors side by
+/// side shows one reason. The other ranks' `result` is ignored. Two broadcasts (the message's
+/// length, then its bytes) when rank 0 failed, one when it did not; nothing with a single rank.
+pub(crate) fn lead_decides<B: Backend, C: Collective<B>>(
+    comm: &C,
+    device: &B::Device,
+    result: Result<()>,
+) -> Result<()> {
+    if comm.world_size() == 1 {
+        return result;
+    }
+    // A message far longer than any of ours is cut, so that its length stays exact in f32.
+    const LONGEST: usize = 1 << 16;
+    let (failed, mut message) = match (comm.rank(), result) {
+        (0, Err(err)) => (true, format!("{err:#}").into_bytes()),
+        _ => (false, Vec::new()),
+    };
+    message.truncate(LONGEST);
+    // `len + 1`, so that an empty message still reads as a failure.
+    let header = if failed { message.len() + 1 } else { 0 } as f32;
+    let header = comm
+        .broadcast(Tensor::<B, 1>::from_floats([header], device), 0)?
+        .into_scalar()
+        .elem::<f32>() as usize;
+    let Some(len) = header.checked_sub(1) else {
+        return Ok(());
+    };
+    if len > 0 {
+        let bytes: Vec<f32> = if failed {
+            message.iter().map(|&b| f32::from(b)).collect()
+        } else {
+            vec![0.0; len]
+        };
+        let bytes = comm
+            .broadcast(
+                Tensor::<B, 1>::from_data(TensorData::new(bytes, [len]), device),
+                0,
+            )?
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("float tensor");
+        message = bytes.iter().map(|&b| b as u8).collect();
+    }
+    Err(anyhow::anyhow!("{}", String::from_utf8_lossy(&message)))
+}
+
 /// The outcome of a run on several in-process ranks: rank 0's result, or the first error that
 /// is a failure of its own (not a [`PeerFailed`]).
 pub(crate) fn first_failure<T>(results: Vec<Result<T>>) -> Result<T> {

@@ -23,7 +23,7 @@ use crate::checkpoint::{self, Optim, TrainState};
 use crate::config::{NonFinitePolicy, OptimConfig, TrainConfig};
 use crate::model::TrainModel;
 use crate::progress::Progress;
-use crate::ranks::{agree, check_same_weights, first_failure, GENERATOR};
+use crate::ranks::{agree, check_same_weights, first_failure, lead_decides, GENERATOR};
 use crate::report;
 use crate::schedule::Schedule;
 use crate::source::{check_training_source, open_training_source};
@@ -108,14 +108,52 @@ pub fn train_local<B: AutodiffBackend>(
 }
 
 /// The same as one rank of a group of processes described by `launch` (torchrun's
-/// environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ...), on `device`.
+/// environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, ...), on `device`. With `new`, the
+/// run is a new one with that configuration: rank 0 creates `run_dir` ([`create_run`]) and the
+/// other ranks wait for it; without, `run_dir` holds the run to continue.
+///
+/// Only rank 0 can tell a folder it has just created from one left by an earlier run, so it
+/// decides alone, before joining the group, and the verdict travels through the group's first
+/// exchange: when rank 0 refuses the folder (not empty, missing data), every rank stops at once
+/// with its message instead of waiting for a rank 0 that is gone.
 pub fn train_launched<B: AutodiffBackend>(
     run_dir: &Path,
+    new: Option<&TrainConfig>,
     launch: &Launch,
     device: &B::Device,
 ) -> Result<RunSummary> {
-    let comm = BurnCollective::<B::InnerBackend>::global(launch, device.clone())?;
+    let created = match new {
+        Some(config) if launch.rank == 0 => create_run(config, run_dir),
+        _ => Ok(()),
+    };
+    let comm = match BurnCollective::<B::InnerBackend>::global(launch, device.clone()) {
+        Ok(comm) => comm,
+        // Rank 0's refusal explains more than the failed rendezvous it leads to.
+        Err(err) => return created.and(Err(err.into())),
+    };
+    lead_decides(&comm, device, created)?;
+    if new.is_some() && launch.rank > 0 {
+        wait_for_run(run_dir)?;
+    }
     run_rank::<B, _>(run_dir, device, &comm)
+}
+
+/// Waits (up to ten minutes) until `dir`'s configuration, which rank 0 has written, is visible
+/// here: a shared file system may show a new file late.
+fn wait_for_run(dir: &Path) -> Result<()> {
+    let config = dir.join(CONFIG_FILE);
+    let start = Instant::now();
+    while !config.is_file() {
+        if start.elapsed() > std::time::Duration::from_secs(600) {
+            bail!(
+                "{} did not appear within 10 minutes: rank 0 creates the run folder, and every \
+                 rank must see it (a shared file system)",
+                config.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Ok(())
 }
 
 /// The run, as seen by one rank. Rank 0 prints, logs metrics and writes the report.

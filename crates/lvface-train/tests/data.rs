@@ -97,7 +97,7 @@ fn synth_then_pack_then_inspect() {
     let packed = dir.join("packed");
     assert_eq!(
         line(&data(&["pack", s(&folders.join("images")), s(&packed)])),
-        "images=12 identities=3 size=48x48 other_sizes=0"
+        "images=12 identities=3 size=48x48 other_sizes=0 repeated=0"
     );
     let again = RecordDataset::open(&packed).unwrap();
     for i in 0..12 {
@@ -147,4 +147,53 @@ fn bad_input_names_the_file() {
     assert!(stderr.contains("does not exist"), "{stderr}");
     let stderr = failure(&data(&["synth", s(&dir.join("s")), "--ids", "0"]));
     assert!(stderr.contains("--ids"), "{stderr}");
+}
+
+/// A set of 2^24 + 1000 images, whose header float32 rounds (16,778,217 is stored as
+/// 16,778,216): inspect counts it exactly and a run trains on it. The index points every image
+/// of a class at one record, so the set takes 256 MB of index and no gigabytes of images.
+#[test]
+fn a_set_above_two_to_the_24_images_inspects_and_trains() {
+    let dir = fresh_dir("large");
+    let rec = dir.join("rec");
+    let images = (1u64 << 24) + 1000;
+    let face = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, 90])
+    });
+    let jpeg = lvface_data::encode_jpeg(&face, 90, "face").unwrap();
+    let starts = lvface_data::even_class_starts(images, 1000);
+    lvface_data::write_shared_record_set(&rec, &starts, &jpeg, (32, 32)).unwrap();
+    assert_ne!((images + 1) as f32 as u64, images + 1);
+
+    let inspected = line(&data(&["inspect", s(&rec)]));
+    assert_eq!(
+        inspected,
+        format!("images={images} identities=1000 size=32x32")
+    );
+
+    let out = dir.join("run");
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
+    let trained = Command::new(env!("CARGO_BIN_EXE_lvface-train"))
+        .args(["train", "--config", s(&smoke), "--out", s(&out)])
+        .args(["--set", &format!("data.rec={}", s(&rec))])
+        .args([
+            "--set",
+            "run.stop_at_step=2",
+            "--set",
+            "eval.every_epochs=0",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&trained.stderr);
+    assert!(trained.status.success(), "stderr: {stderr}");
+    let metrics = std::fs::read_to_string(out.join(lvface_train::METRICS_FILE)).unwrap();
+    let steps: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!steps.is_empty(), "no metrics");
+    for step in &steps {
+        assert!(step["loss"].as_f64().is_some_and(f64::is_finite), "{step}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

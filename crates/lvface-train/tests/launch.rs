@@ -1,9 +1,12 @@
-//! One process per rank, as torchrun launches them (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
-//! on loopback: the run folder is shared, and the processes train exactly as the same number
-//! of in-process ranks do.
+//! One process per rank, as torchrun launches them (RANK, WORLD_SIZE, LOCAL_RANK,
+//! LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, and LVFACE_NODE_ADDR across nodes) on loopback:
+//! the run folder is shared, the processes train exactly as the same number of in-process ranks
+//! do, on one "node" or on two (127.0.0.1 and 127.0.0.2, both loopback on Linux), and a folder
+//! left by an earlier run stops every rank at once with one message.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use burn::backend::{Autodiff, Flex};
 use lvface_train::{create_run, train_local, Experiment, TrainConfig};
@@ -54,40 +57,80 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-#[test]
-fn two_launched_processes_train_like_two_in_process_ranks() {
-    let world = 2;
-    let sets: Vec<String> = SETS.iter().map(|s| s.to_string()).collect();
-    let config = TrainConfig::load(&Experiment::File(smoke()), &sets).unwrap();
-    let local = fresh_dir("in-process");
-    create_run(&config, &local).unwrap();
-    let expected = train_local::<B>(&local, &[Default::default()], world).unwrap();
-
-    let launched = fresh_dir("processes");
+/// Starts one `lvface-train train` process per rank of `nodes` (each node's address and its
+/// number of ranks, in rank order), all with `--out out`, the smoke config and `sets`, and
+/// torchrun's environment plus `env`; rank 0 runs on the first node.
+fn launch(out: &Path, nodes: &[(&str, usize)], sets: &[&str], env: &[(&str, &str)]) -> Vec<Child> {
+    let world: usize = nodes.iter().map(|(_, ranks)| ranks).sum();
     let port = free_ports(world as u16 + 1);
-    let children: Vec<_> = (0..world)
-        .map(|rank| {
+    let mut children = Vec::new();
+    for &(node, ranks) in nodes {
+        for local_rank in 0..ranks {
             let mut command = Command::new(env!("CARGO_BIN_EXE_lvface-train"));
             command
                 .args(["train", "--config", smoke().to_str().unwrap()])
-                .args(["--out", launched.to_str().unwrap()]);
-            for set in SETS {
+                .args(["--out", out.to_str().unwrap()]);
+            for set in sets {
                 command.args(["--set", set]);
             }
             command
-                .env("RANK", rank.to_string())
+                .env("RANK", children.len().to_string())
                 .env("WORLD_SIZE", world.to_string())
-                .env("LOCAL_RANK", rank.to_string())
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", port.to_string())
+                .env("LOCAL_RANK", local_rank.to_string())
+                .env("LOCAL_WORLD_SIZE", ranks.to_string())
+                .env("MASTER_ADDR", nodes[0].0)
+                .env("MASTER_PORT", port.to_string());
+            if nodes.len() > 1 {
+                command.env("LVFACE_NODE_ADDR", node);
+            }
+            let child = command
+                .envs(env.iter().copied())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (rank, child) in children.into_iter().enumerate() {
-        let output = child.wait_with_output().unwrap();
+                .unwrap();
+            children.push(child);
+        }
+    }
+    children
+}
+
+/// Each child's output, rank by rank; a child still running after `limit` is killed (and fails).
+fn wait_all(children: Vec<Child>, limit: Duration) -> Vec<Output> {
+    let deadline = Instant::now() + limit;
+    let mut children = children;
+    for child in &mut children {
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+        }
+    }
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+/// A launch on `nodes` (address, ranks) trains exactly as the same number of in-process ranks:
+/// the same loss at every step and the same verification.
+fn launched_trains_like_in_process(name: &str, nodes: &[(&str, usize)], env: &[(&str, &str)]) {
+    let world: usize = nodes.iter().map(|(_, ranks)| ranks).sum();
+    let sets: Vec<String> = SETS.iter().map(|s| s.to_string()).collect();
+    let config = TrainConfig::load(&Experiment::File(smoke()), &sets).unwrap();
+    let local = fresh_dir(&format!("{name}-in-process"));
+    create_run(&config, &local).unwrap();
+    let expected = train_local::<B>(&local, &[Default::default()], world).unwrap();
+
+    let launched = fresh_dir(&format!("{name}-processes"));
+    // `env` may carry the configuration instead of `--set`.
+    let sets: &[&str] = if env.is_empty() { &SETS } else { &[] };
+    let children = launch(&launched, nodes, sets, env);
+    for (rank, output) in wait_all(children, Duration::from_secs(600))
+        .into_iter()
+        .enumerate()
+    {
         assert!(
             output.status.success(),
             "rank {rank}: {}",
@@ -95,12 +138,80 @@ fn two_launched_processes_train_like_two_in_process_ranks() {
         );
     }
     let got = losses(&launched);
-    assert_eq!(got, expected.losses);
+    if world <= 2 {
+        assert_eq!(got, expected.losses);
+    } else {
+        // With two ranks every sum is a + b in either transport, so the runs are equal bit for
+        // bit; from three on, the in-process all-reduce (burn-collective's binary tree) and the
+        // TCP ring add the ranks in different orders, and the losses agree to rounding.
+        let steps = |l: &[(u64, f64)]| l.iter().map(|s| s.0).collect::<Vec<_>>();
+        assert_eq!(steps(&got), steps(&expected.losses));
+        for (&(step, a), &(_, b)) in got.iter().zip(&expected.losses) {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs(),
+                "step {step}: loss {a} launched, {b} in process"
+            );
+        }
+    }
     let report = |dir: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
     };
     assert_eq!(
         report(&launched)["verification"],
         report(&local)["verification"]
+    );
+}
+
+#[test]
+fn two_launched_processes_train_like_two_in_process_ranks() {
+    launched_trains_like_in_process("one-node", &[("127.0.0.1", 2)], &[]);
+}
+
+/// Two nodes of two ranks each: the second node's ranks report 127.0.0.2 as their address, so
+/// the ring's connections to them go there. The configuration comes from the environment, next
+/// to the launch's own LVFACE_NODE_ADDR, which must not be taken for a key.
+#[test]
+fn two_nodes_of_two_processes_train_like_four_in_process_ranks() {
+    let second = std::net::TcpListener::bind("127.0.0.2:0")
+        .expect("this test needs 127.0.0.2 to be a loopback address, as on Linux");
+    drop(second);
+    launched_trains_like_in_process(
+        "two-nodes",
+        &[("127.0.0.1", 2), ("127.0.0.2", 2)],
+        &[("LVFACE_DATA__BATCH_SIZE", "8")],
+    );
+}
+
+/// A run folder left by an earlier run: rank 0 refuses it, and the other rank, which cannot tell
+/// it from one rank 0 has just made, hears so through the rendezvous instead of waiting for
+/// rank 0 until the rendezvous times out (5 minutes).
+#[test]
+fn stale_run_folder_stops_every_rank_at_once_with_one_message() {
+    let sets: Vec<String> = SETS.iter().map(|s| s.to_string()).collect();
+    let config = TrainConfig::load(&Experiment::File(smoke()), &sets).unwrap();
+    let stale = fresh_dir("stale");
+    create_run(&config, &stale).unwrap();
+    std::fs::write(stale.join(lvface_train::METRICS_FILE), "").unwrap();
+
+    let start = Instant::now();
+    let children = launch(&stale, &[("127.0.0.1", 2)], &SETS, &[]);
+    let outputs = wait_all(children, Duration::from_secs(120));
+    let elapsed = start.elapsed();
+    // The first line: a backtrace (RUST_BACKTRACE) would differ from rank to rank.
+    let errors: Vec<String> = outputs
+        .iter()
+        .enumerate()
+        .map(|(rank, output)| {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "rank {rank}: {stderr}");
+            stderr.lines().next().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert!(errors[0].contains("is not empty"), "{}", errors[0]);
+    assert!(errors[0].contains("--resume"), "{}", errors[0]);
+    assert_eq!(errors[0], errors[1]);
+    assert!(
+        elapsed < Duration::from_secs(60),
+        "the ranks took {elapsed:?} to stop"
     );
 }
