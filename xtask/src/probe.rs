@@ -32,6 +32,10 @@ pub struct Args {
     /// Timed steps (with --train-step; default 10).
     #[arg(long, requires = "train_step")]
     steps: Option<usize>,
+    /// Train with gradient checkpointing or without, whatever the model's preset says (with
+    /// --train-step; the presets from vit_b up turn it on).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, requires = "train_step")]
+    grad_checkpoint: Option<bool>,
 }
 
 /// Builds `lvface-train` in release mode with the backend's feature and runs its `probe`.
@@ -50,6 +54,9 @@ pub fn run(args: Args) -> Result<()> {
             if let Some(value) = value {
                 command.args([flag, &value.to_string()]);
             }
+        }
+        if let Some(on) = args.grad_checkpoint {
+            command.args(["--grad-checkpoint", &on.to_string()]);
         }
     } else {
         command.args(["--batches", &args.batches.to_string()]);

@@ -4,7 +4,8 @@
 //! (sharded) checkpoints, verification during and after training, and the
 //! evaluation of a run's latest checkpoint, a weights file or embeddings computed elsewhere
 //! on `.bin` pair sets ([`evaluate_bin`], [`evaluate_embeddings_file`]). The `lvface-train`
-//! binary wraps it and picks the backend.
+//! binary wraps it and picks the backend; [`with_autodiff!`] picks its autodiff strategy from
+//! `vit.grad_checkpoint`.
 //!
 //! Invariants:
 //! - This is the only crate that knows TOML or the `config` crate; the others receive their own
@@ -23,6 +24,7 @@
 //! let summary = train::<Autodiff<Flex>>("runs/demo".as_ref(), &device)?;
 //! ```
 
+mod autodiff;
 pub mod checkpoint;
 mod clip;
 mod config;
@@ -40,6 +42,7 @@ mod throughput;
 mod train;
 mod verify;
 
+pub use autodiff::{CheckpointedAutodiff, PlainAutodiff};
 pub use clip::clip_global_norm;
 pub use config::{
     DataConfig, EvalConfig, Experiment, LossConfig, NonFinitePolicy, OptimConfig, RunConfig,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use backend::BackendKind;
 use clap::{Parser, Subcommand};
-use lvface_train::{create_run, fresh_run_dir, Experiment, RunSummary, TrainConfig};
+use lvface_train::{create_run, fresh_run_dir, with_autodiff, Experiment, RunSummary, TrainConfig};
 use lvface_vit::VitConfig;
 
 /// lvface's compute binary; `cargo xtask` builds and runs it.
@@ -79,6 +79,10 @@ enum Command {
         /// Timed steps (with --train-step).
         #[arg(long, default_value_t = 10, requires = "train_step")]
         steps: usize,
+        /// Set the model's `grad_checkpoint` (on in the presets from vit_b up): true trains on
+        /// `Autodiff<_, BalancedCheckpointing>`, false on plain `Autodiff` (with --train-step).
+        #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, requires = "train_step")]
+        grad_checkpoint: Option<bool>,
     },
     /// Evaluate a run's latest checkpoint, a weights file, or embeddings computed elsewhere on
     /// .bin pair sets (and a model on IJB-B/C folders): one line per set on stdout,
@@ -145,25 +149,38 @@ fn main() -> Result<()> {
             };
             println!("run folder: {}", run_dir.display());
             let devices = devices as usize;
+            // Read from the run folder, so that a resumed run chooses as the run was created;
+            // a new launched run's folder is made later, from the same configuration.
+            let grad_checkpoint = match &new_run {
+                Some(config) => config.vit.grad_checkpoint,
+                None => {
+                    TrainConfig::read_resolved(&run_dir.join(lvface_train::CONFIG_FILE))?
+                        .vit
+                        .grad_checkpoint
+                }
+            };
+            if grad_checkpoint {
+                println!("vit.grad_checkpoint: backward recomputes memory-bound ops");
+            }
             let summary = match backend {
                 #[cfg(feature = "cpu")]
                 BackendKind::Cpu => {
-                    type B = burn::backend::Autodiff<backend::cpu::Backend>;
                     let device = backend::cpu::device();
-                    match &launch {
-                        Some(launch) => lvface_train::train_launched::<B>(
-                            &run_dir,
-                            new_run.as_ref(),
-                            launch,
-                            &device,
-                        )?,
+                    with_autodiff!(backend::cpu::Backend, grad_checkpoint, |B| match &launch {
+                        Some(launch) => {
+                            lvface_train::train_launched::<B>(
+                                &run_dir,
+                                new_run.as_ref(),
+                                launch,
+                                &device,
+                            )?
+                        }
                         None => lvface_train::train_local::<B>(&run_dir, &[device], devices)?,
-                    }
+                    })
                 }
                 #[cfg(feature = "cuda")]
                 BackendKind::Cuda => {
-                    type B = burn::backend::Autodiff<backend::cuda::Backend>;
-                    match &launch {
+                    with_autodiff!(backend::cuda::Backend, grad_checkpoint, |B| match &launch {
                         Some(launch) => {
                             let device = backend::cuda::device(launch.local_rank)?;
                             lvface_train::train_launched::<B>(
@@ -179,7 +196,7 @@ fn main() -> Result<()> {
                                 .collect::<Result<Vec<_>>>()?;
                             lvface_train::train_local::<B>(&run_dir, &devices, devices.len())?
                         }
-                    }
+                    })
                 }
                 #[allow(unreachable_patterns)]
                 _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
@@ -195,9 +212,13 @@ fn main() -> Result<()> {
             classes,
             warmup,
             steps,
+            grad_checkpoint,
         } => {
             backend::ensure_compiled(backend)?;
-            let config = VitConfig::preset(&model)?;
+            let mut config = VitConfig::preset(&model)?;
+            if let Some(on) = grad_checkpoint {
+                config.grad_checkpoint = on;
+            }
             if train_step {
                 probe_train_step(&model, &config, batch, classes, warmup, steps, backend)?;
                 return Ok(());
@@ -249,8 +270,8 @@ fn probe_train_step(
 ) -> Result<()> {
     let timing = match backend {
         #[cfg(feature = "cpu")]
-        BackendKind::Cpu => {
-            probe::probe_train_step::<burn::backend::Autodiff<backend::cpu::Backend>>(
+        BackendKind::Cpu => with_autodiff!(backend::cpu::Backend, config.grad_checkpoint, |B| {
+            probe::probe_train_step::<B>(
                 config,
                 batch,
                 classes,
@@ -258,10 +279,10 @@ fn probe_train_step(
                 steps,
                 &backend::cpu::device(),
             )?
-        }
+        }),
         #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            probe::probe_train_step::<burn::backend::Autodiff<backend::cuda::Backend>>(
+        BackendKind::Cuda => with_autodiff!(backend::cuda::Backend, config.grad_checkpoint, |B| {
+            probe::probe_train_step::<B>(
                 config,
                 batch,
                 classes,
@@ -269,17 +290,18 @@ fn probe_train_step(
                 steps,
                 &backend::cuda::device(0)?,
             )?
-        }
+        }),
         #[allow(unreachable_patterns)]
         _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "bench={model}/train_step_pfc backend={backend:?} params={:.2}M classes={classes} \
-         sample_rate={} batch={batch} cpus={cpus} warmup={warmup} steps={} median_ms={:.2} \
-         mean_ms={:.2} min_ms={:.2} images_per_s={:.2} loss={:.3}",
+         sample_rate={} grad_checkpoint={} batch={batch} cpus={cpus} warmup={warmup} \
+         steps={} median_ms={:.2} mean_ms={:.2} min_ms={:.2} images_per_s={:.2} loss={:.3}",
         timing.backbone_params as f64 / 1e6,
         timing.sample_rate,
+        config.grad_checkpoint,
         timing.steps,
         timing.median_ms,
         timing.mean_ms,

@@ -1,9 +1,12 @@
 //! Every file in `configs/` loads over `base.toml` and validates, and the recipe files say what
 //! their headers claim.
 
+use std::any::TypeId;
 use std::path::{Path, PathBuf};
 
-use lvface_train::{Experiment, TrainConfig};
+use burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use burn::backend::{Autodiff, Flex};
+use lvface_train::{with_autodiff, Experiment, TrainConfig};
 
 fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs")
@@ -13,6 +16,15 @@ fn load(name: &str) -> TrainConfig {
     let path = configs_dir().join(name);
     TrainConfig::load(&Experiment::File(path), &[])
         .unwrap_or_else(|e| panic!("configs/{name}: {e:#}"))
+}
+
+/// Whether `lvface-train` trains `config` on burn's checkpointing autodiff backend: what
+/// [`with_autodiff!`] picks from `vit.grad_checkpoint`.
+fn trains_checkpointed(config: &TrainConfig) -> bool {
+    let backend = with_autodiff!(Flex, config.vit.grad_checkpoint, |B| TypeId::of::<B>());
+    let checkpointed = TypeId::of::<Autodiff<Flex, BalancedCheckpointing>>();
+    assert!(backend == checkpointed || backend == TypeId::of::<Autodiff<Flex>>());
+    backend == checkpointed
 }
 
 #[test]
@@ -72,7 +84,6 @@ fn recipe_files_state_their_settings() {
     let vit = &glint.vit;
     assert_eq!((vit.embed_dim, vit.depth, vit.num_heads), (512, 24, 8));
     assert_eq!((vit.drop_path_rate, vit.mask_ratio), (0.05, 0.05));
-    assert!(vit.grad_checkpoint);
     assert_eq!(glint.data.batch_size, 256);
     assert_eq!(glint.optim.gradient_accumulation, 12);
     assert_eq!(glint.data.rec, "/train_tmp/glint360k");
@@ -80,6 +91,12 @@ fn recipe_files_state_their_settings() {
 
     let wf42m = load("wf42m_lvface_vit_l_64gpu.toml");
     assert_eq!(wf42m.loss.curriculum.phases[1].start_epoch, 40);
+
+    // insightface checkpoints its ViT-B and ViT-L (`using_checkpoint=True`); the ViT-T recipe
+    // keeps every activation. The binary turns the key into the autodiff backend it trains on.
+    assert!(!trains_checkpointed(&ms1m));
+    assert!(trains_checkpointed(&glint));
+    assert!(trains_checkpointed(&wf42m));
 
     // Paths are checked when a run is created, not when the configuration loads: a recipe loads
     // on a machine without its data, and `--set data.rec=...` points it elsewhere.
