@@ -1,7 +1,7 @@
 //! [`Vit`]: the face-recognition Vision Transformer of insightface and LVFace.
 //!
 //! Mirrors `recognition/arcface_torch/backbones/vit.py` (insightface), which LVFace
-//! (arXiv 2506.13420) trains unchanged. No class token: every token reaches the feature head.
+//! (arXiv 2501.13420) trains unchanged. No class token: every token reaches the feature head.
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig};
