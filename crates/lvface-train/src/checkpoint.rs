@@ -21,9 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::module::{ModuleVisitor, Param, ParamId};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::record::AdaptorRecord;
-use burn::optim::{AdamW, AdamWState, AdaptiveMomentumState, Optimizer};
+use burn::optim::{AdaptiveMomentumState, Optimizer};
 use burn::prelude::*;
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -33,12 +31,11 @@ use lvface_pfc::{ClassShard, Collective};
 use serde::{Deserialize, Serialize};
 
 use crate::model::TrainModel;
+use crate::optim::{BackboneOptim, Optim};
 use crate::ranks::agree;
 
-/// The optimizer of a run.
-pub type Optim<B> = OptimizerAdaptor<AdamW, TrainModel<B>, B>;
-/// Its state: moments and step count per parameter.
-type OptimRecord<B> = <Optim<B> as Optimizer<TrainModel<B>, B>>::Record;
+/// The backbone optimizer's state: moments and step count per parameter.
+type OptimRecord<B> = <BackboneOptim<B> as Optimizer<TrainModel<B>, B>>::Record;
 
 /// Where a run stands; `state.json` of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,15 +145,16 @@ pub fn save<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     };
     agree(comm, &device, if lead { prepared() } else { Ok(()) })?;
 
-    let (backbone_moments, centre_moments) = split_optimizer_record(model, optim);
+    let backbone_moments = backbone_record(model, optim);
+    let centre_moments = optim.centres.state();
     let mut tensors = vec![
         shard_tensor(CENTRES, model.centres.val().inner()),
         shard_tensor(PROTOTYPES, bank.prototypes().inner()),
         shard_tensor(LENGTHS, bank.lengths().inner()),
     ];
-    if let Some(state) = &centre_moments {
-        tensors.push(shard_tensor(MOMENT_1, state.momentum.moment_1.clone()));
-        tensors.push(shard_tensor(MOMENT_2, state.momentum.moment_2.clone()));
+    if let Some(state) = centre_moments {
+        tensors.push(shard_tensor(MOMENT_1, state.moment_1.clone()));
+        tensors.push(shard_tensor(MOMENT_2, state.moment_2.clone()));
     }
     let classifier = tmp.join(CLASSIFIER);
     let written = lvface_pfc::checkpoint::save_shard(&classifier, shard, &tensors)
@@ -179,7 +177,7 @@ pub fn save<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             .record(backbone_moments, tmp.join("optimizer"))
             .context("writing the optimizer state")?;
         let state = TrainState {
-            centre_steps: centre_moments.as_ref().map_or(0, |s| s.momentum.time),
+            centre_steps: centre_moments.map_or(0, |s| s.time),
             world_size: shard.world_size,
             ..state.clone()
         };
@@ -205,7 +203,7 @@ pub fn load<B: AutodiffBackend>(
     dir: &Path,
     shard: ClassShard,
     mut model: TrainModel<B>,
-    optim: Optim<B>,
+    mut optim: Optim<B>,
     bank: &mut PrototypeBank<B>,
     device: &B::Device,
 ) -> Result<(TrainState, TrainModel<B>, Optim<B>)> {
@@ -260,16 +258,17 @@ pub fn load<B: AutodiffBackend>(
         Tensor::from_inner(from_shard(take(PROTOTYPES)?, device)),
         Tensor::from_inner(from_shard::<B::InnerBackend, 1>(take(LENGTHS)?, device)),
     );
-    if state.centre_steps > 0 {
-        let momentum = AdaptiveMomentumState::new(
+    let centre_state = if state.centre_steps > 0 {
+        Some(AdaptiveMomentumState::new(
             state.centre_steps,
             from_shard(take(MOMENT_1)?, device),
             from_shard(take(MOMENT_2)?, device),
-        );
-        let record = AdaptorRecord::from_state::<2>(AdamWState::new(momentum));
-        rekeyed.insert(model.centres.id, record);
-    }
-    let optim = optim.load_record(rekeyed);
+        ))
+    } else {
+        None
+    };
+    optim.centres.set_state(centre_state);
+    optim.backbone = optim.backbone.load_record(rekeyed);
     Ok((state, model, optim))
 }
 
@@ -281,23 +280,14 @@ const MOMENT_2: &str = "centres.adamw.moment_2";
 const PROTOTYPES: &str = "prototypes";
 const LENGTHS: &str = "prototype_lengths";
 
-/// AdamW's state split in two: the backbone's, keyed by parameter position, and the centre
-/// shard's.
-fn split_optimizer_record<B: AutodiffBackend>(
-    model: &TrainModel<B>,
-    optim: &Optim<B>,
-) -> (OptimRecord<B>, Option<AdamWState<B::InnerBackend, 2>>) {
+/// The backbone's AdamW state, keyed by parameter position.
+fn backbone_record<B: AutodiffBackend>(model: &TrainModel<B>, optim: &Optim<B>) -> OptimRecord<B> {
     let ids = param_order(&model.backbone);
     let mut backbone = OptimRecord::<B>::default();
-    let mut centres = None;
-    for (id, record) in optim.to_record() {
-        if id == model.centres.id {
-            centres = Some(record.into_state::<2>());
-        } else {
-            backbone.insert(ParamId::from(position(&ids, id) as u64), record);
-        }
+    for (id, record) in optim.backbone.to_record() {
+        backbone.insert(ParamId::from(position(&ids, id) as u64), record);
     }
-    (backbone, centres)
+    backbone
 }
 
 fn shard_tensor<B: Backend, const D: usize>(name: &str, tensor: Tensor<B, D>) -> ShardTensor {

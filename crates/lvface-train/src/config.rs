@@ -121,9 +121,32 @@ pub struct OptimConfig {
     pub power: f64,
     /// Largest global L2 norm of the backbone's gradients; 0 turns clipping off.
     pub clip_norm: f64,
-    /// Batches whose gradients are summed (averaged) into one optimizer step: a step sees
+    /// Batches whose gradients go into one optimizer step: a step sees
     /// `data.batch_size · gradient_accumulation` images per rank.
     pub gradient_accumulation: usize,
+    /// How the batches' gradients combine: summed, as insightface's `train_v2.py` does (its
+    /// loss is not divided by the accumulation count, so the clip acts on the sum), or averaged.
+    pub accumulate: Accumulate,
+}
+
+/// How the gradients of a step's batches combine (`optim.accumulate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accumulate {
+    /// The sum of the batches' gradients (insightface's `train_v2.py`).
+    Sum,
+    /// Their mean: the gradient of the mean loss over the step's images.
+    Mean,
+}
+
+impl Accumulate {
+    /// The weight of each of `batches` batches' gradients.
+    pub fn weight(self, batches: usize) -> f64 {
+        match self {
+            Accumulate::Sum => 1.0,
+            Accumulate::Mean => 1.0 / batches as f64,
+        }
+    }
 }
 
 /// What a step whose loss or gradient is not finite does.

@@ -31,6 +31,7 @@ mod config;
 mod embed;
 mod evaluate;
 mod model;
+pub mod optim;
 mod plots;
 mod progress;
 mod ranks;
@@ -45,8 +46,8 @@ mod verify;
 pub use autodiff::{CheckpointedAutodiff, PlainAutodiff};
 pub use clip::clip_global_norm;
 pub use config::{
-    DataConfig, EvalConfig, Experiment, LossConfig, NonFinitePolicy, OptimConfig, RunConfig,
-    ScheduleKind, TrainConfig, BASE, DEFAULT,
+    Accumulate, DataConfig, EvalConfig, Experiment, LossConfig, NonFinitePolicy, OptimConfig,
+    RunConfig, ScheduleKind, TrainConfig, BASE, DEFAULT,
 };
 pub use embed::{
     cosine, embed_faces, read_face, threshold_from_report, write_npy, EmbedOptions, Face,

@@ -77,12 +77,35 @@ mod tests {
         }
     }
 
+    /// train_v2's PolynomialLRWarmup at power 1, with figures worked by hand: warm-up to 0.1
+    /// over 10 steps, then a straight line to 0 at step 100.
+    #[test]
+    fn power_one_is_train_v2s_linear_decay() {
+        let s = Schedule {
+            power: 1.0,
+            ..schedule(ScheduleKind::Poly)
+        };
+        close(s.lr(3), 0.03);
+        close(s.lr(10), 0.1);
+        close(s.lr(40), 0.1 * 60.0 / 90.0);
+        close(s.lr(55), 0.05);
+        close(s.lr(91), 0.01);
+        close(s.lr(100), 0.0);
+    }
+
+    #[test]
+    fn base_toml_uses_train_v2s_schedule_and_accumulation() {
+        let config = crate::TrainConfig::load(&crate::Experiment::Default, &[]).unwrap();
+        assert_eq!(config.optim.power, 1.0);
+        assert_eq!(config.optim.accumulate, crate::Accumulate::Sum);
+    }
+
     fn close(a: f64, b: f64) {
         assert!((a - b).abs() < 1e-12, "{a} != {b}");
     }
 
     #[test]
-    fn poly_matches_insightface_values() {
+    fn power_two_matches_insightfaces_poly_scheduler() {
         let s = schedule(ScheduleKind::Poly);
         // Warm-up: 0.1 * t / 10.
         close(s.lr(0), 0.0);

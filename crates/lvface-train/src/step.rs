@@ -3,7 +3,7 @@
 //! backbone and this rank's centre shard, then the prototype bank.
 
 use anyhow::Result;
-use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_data::Batch;
@@ -11,10 +11,10 @@ use lvface_loss::{Phase, PrototypeBank, StableStageConfig};
 use lvface_pfc::{all_reduce_gradients, Collective, PartialFc, PfcError, ShardLoss, ShardStep};
 use lvface_vit::Vit;
 
-use crate::checkpoint::Optim;
 use crate::clip::clip_global_norm;
-use crate::config::LossConfig;
+use crate::config::{Accumulate, LossConfig};
 use crate::model::TrainModel;
+use crate::optim::Optim;
 use crate::ranks::GENERATOR;
 use crate::train::step_seed;
 
@@ -28,6 +28,8 @@ pub(crate) struct StepPlan<'a, C> {
     pub loss: &'a LossConfig,
     /// Largest global norm of the backbone's gradients (0: none).
     pub clip_norm: f64,
+    /// How the micro-batches' gradients combine.
+    pub accumulate: Accumulate,
     /// `run.seed`.
     pub seed: u64,
     /// The ranks.
@@ -65,7 +67,8 @@ impl<C> StepPlan<'_, C> {
     {
         let comm = self.comm;
         let device = model.centres.device();
-        let scale = 1.0 / batches.len() as f64;
+        let scale = self.accumulate.weight(batches.len());
+        let mean = 1.0 / batches.len() as f64;
         let mut accumulated = GradientsAccumulator::<Vit<B>>::new();
         let mut centre_grad: Option<Tensor<B::InnerBackend, 2>> = None;
         let mut taken = vec![false; self.pfc.shard().num_local()];
@@ -80,7 +83,7 @@ impl<C> StepPlan<'_, C> {
                 B::seed(&device, step_seed(self.seed, stream));
                 model.backbone.forward(images)
             };
-            let out = match self.shard_step(&model, bank, embeddings.clone(), batch, index) {
+            let mut out = match self.shard_step(&model, bank, embeddings.clone(), batch, index) {
                 Ok(out) if out.loss.is_finite() => out,
                 Ok(out) => return Ok((model, Outcome::NonFinite(format!("loss {}", out.loss)))),
                 Err(e @ PfcError::NonFinite { .. }) => {
@@ -88,7 +91,7 @@ impl<C> StepPlan<'_, C> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            loss += out.loss as f64 * scale;
+            loss += out.loss as f64 * mean;
             // The surrogate's gradient with respect to the embeddings is the sharded loss's.
             let upstream = Tensor::from_inner(out.embedding_grad.clone().mul_scalar(scale));
             let grads = (embeddings * upstream).sum().backward();
@@ -96,7 +99,15 @@ impl<C> StepPlan<'_, C> {
                 &model.backbone,
                 GradientsParams::from_grads(grads, &model.backbone),
             );
-            let grad = out.centre_grad.clone().mul_scalar(scale);
+            // Taken out of `out`, which lives until the bank update: at a million classes each
+            // copy of a shard-sized gradient is 2 GB.
+            let placeholder = Tensor::zeros([1, 1], &out.centre_grad.device());
+            let grad = std::mem::replace(&mut out.centre_grad, placeholder);
+            let grad = if scale == 1.0 {
+                grad
+            } else {
+                grad.mul_scalar(scale)
+            };
             centre_grad = Some(match centre_grad {
                 Some(sum) => sum + grad,
                 None => grad,
@@ -115,13 +126,7 @@ impl<C> StepPlan<'_, C> {
             return Ok((model, Outcome::NonFinite(what)));
         }
         let centre_grad = centre_grad.expect("a step has at least one batch");
-        grads.register::<B::InnerBackend, 2>(model.centres.id, centre_grad);
-        let before = model.centres.val();
-        model = optim.step(lr, model, grads);
-        if taken.iter().any(|t| !t) {
-            let after = model.centres.val();
-            model = model.with_centres(keep_rows_not_taken(before, after, &taken));
-        }
+        model = optim.step(lr, model, grads, centre_grad, &taken);
         for out in &shard_steps {
             out.update_bank(bank);
         }
@@ -164,23 +169,4 @@ impl<C> StepPlan<'_, C> {
             self.comm,
         )
     }
-}
-
-/// `after`, with the rows no micro-batch of the step sampled put back to `before`: in the early
-/// phase only sampled centres move (see `docs/losses.md`).
-///
-/// # Shapes
-/// - before, after: `[num_local, dim]`
-/// - taken: `num_local`
-fn keep_rows_not_taken<B: Backend>(
-    before: Tensor<B, 2>,
-    after: Tensor<B, 2>,
-    taken: &[bool],
-) -> Tensor<B, 2> {
-    let [rows, dim] = after.dims();
-    let not_taken: Vec<bool> = taken.iter().map(|t| !t).collect();
-    let mask = Tensor::<B, 1, Bool>::from_data(TensorData::new(not_taken, [rows]), &after.device())
-        .reshape([rows, 1])
-        .expand([rows, dim]);
-    after.mask_where(mask, before)
 }

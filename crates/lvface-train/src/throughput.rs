@@ -10,11 +10,11 @@ use burn::tensor::backend::AutodiffBackend;
 use lvface_data::Batch;
 use lvface_pfc::{ClassShard, PartialFcConfig, Solo};
 
-use crate::checkpoint::Optim;
 use crate::config::TrainConfig;
 use crate::model::TrainModel;
+use crate::optim::{init_optimizer, Optim};
 use crate::step::{Outcome, StepPlan};
-use crate::train::{init_model, init_optimizer, step_seed};
+use crate::train::{init_model, step_seed};
 
 /// What [`time_train_steps`] measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,6 +81,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
         phase,
         loss: &config.loss,
         clip_norm: config.optim.clip_norm,
+        accumulate: config.optim.accumulate,
         seed,
         comm: &comm,
     };

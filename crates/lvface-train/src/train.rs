@@ -10,7 +10,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
-use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_data::{BinPairs, FaceSource, Loader, LoaderConfig, RecordDataset, SyntheticFaces};
@@ -19,9 +18,10 @@ use lvface_pfc::{
     run_local_peers, BurnCollective, ClassShard, Collective, Launch, PartialFcConfig, Solo,
 };
 
-use crate::checkpoint::{self, Optim, TrainState};
-use crate::config::{NonFinitePolicy, OptimConfig, TrainConfig};
+use crate::checkpoint::{self, TrainState};
+use crate::config::{NonFinitePolicy, TrainConfig};
 use crate::model::TrainModel;
+use crate::optim::{init_optimizer, Optim};
 use crate::progress::Progress;
 use crate::ranks::{agree, check_same_weights, first_failure, lead_decides, GENERATOR};
 use crate::report;
@@ -268,6 +268,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             phase,
             loss: &config.loss,
             clip_norm: config.optim.clip_norm,
+            accumulate: config.optim.accumulate,
             seed,
             comm,
         };
@@ -439,17 +440,6 @@ pub(crate) fn init_model<B: AutodiffBackend>(
         step_seed(config.run.seed ^ CENTRES_STREAM, shard.rank as u64),
     );
     TrainModel::new(backbone, shard.num_local(), config.vit.num_features, device)
-}
-
-/// AdamW with the run's betas, epsilon and decoupled weight decay (the learning rate is given
-/// per step).
-pub(crate) fn init_optimizer<B: AutodiffBackend>(config: &OptimConfig) -> Optim<B> {
-    AdamWConfig::new()
-        .with_beta_1(config.beta1 as f32)
-        .with_beta_2(config.beta2 as f32)
-        .with_epsilon(config.epsilon as f32)
-        .with_weight_decay(config.weight_decay as f32)
-        .init()
 }
 
 /// Seeds the centre shards' streams apart from the backbone's.

@@ -331,3 +331,23 @@ fn trains_on_recordio_and_image_folders_with_bin_pair_sets() {
         assert_eq!(run.verification[0].1.pairs, 40, "{kind}");
     }
 }
+
+#[test]
+fn accumulated_gradients_are_summed_as_train_v2_sums_them() {
+    // train_v2.py does not divide the loss by the accumulation count: the first step's gradient
+    // of two batches summed is exactly twice their mean (scaling by 1/2 is exact in floats).
+    let sets = [
+        "data.batch_size=8",
+        "optim.gradient_accumulation=2",
+        "run.stop_at_step=1",
+    ];
+    let norm = |name: &str, accumulate: &str| {
+        let mut all = sets.to_vec();
+        all.push(accumulate);
+        let (dir, _) = run(name, &all);
+        metric_lines(&dir)[0]["grad_norm"].as_f64().unwrap()
+    };
+    let sum = norm("accumulate-sum", "optim.accumulate=sum");
+    let mean = norm("accumulate-mean", "optim.accumulate=mean");
+    assert!((sum / mean - 2.0).abs() < 1e-5, "sum {sum}, mean {mean}");
+}
