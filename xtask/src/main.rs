@@ -9,6 +9,7 @@ mod data;
 mod deploy;
 mod eval;
 mod probe;
+mod rehearse;
 mod train;
 mod util;
 
@@ -35,6 +36,10 @@ enum Task {
     /// Build a backbone on a backend, embed random batches, print parameters and images/s;
     /// with --train-step, time whole training steps instead.
     Probe(probe::Args),
+    /// Rehearse a recipe's classifier and curriculum at its real class count with a tiny
+    /// backbone on in-process ranks, with a resume on another rank count (`lvface-train
+    /// rehearse --help`).
+    Rehearse(rehearse::Args),
     /// Run the criterion benchmarks (`benches/`) on the default CPU backend.
     Bench(bench::Args),
     /// Write a backbone as ONNX ([N,3,112,112] -> [N,512], opset 17) and check the MFR rules.
@@ -58,6 +63,7 @@ fn main() -> Result<()> {
         Task::Train(args) => train::run(args),
         Task::Eval(args) => eval::run(args),
         Task::Probe(args) => probe::run(args),
+        Task::Rehearse(args) => rehearse::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Export(args) => deploy::run(deploy::Deploy::Export(args)),
         Task::Import(args) => deploy::run(deploy::Deploy::Import(args)),

@@ -6,6 +6,7 @@ mod data;
 mod deploy;
 mod eval;
 mod probe;
+mod rehearse;
 
 use std::path::{Path, PathBuf};
 
@@ -96,6 +97,10 @@ enum Command {
     Embed(deploy::EmbedArgs),
     /// Cosine similarity of two faces and the same/different decision.
     Verify(deploy::VerifyArgs),
+    /// Run a recipe's classifier and curriculum at its real class count with a tiny backbone on
+    /// in-process ranks: the first phase to a sharded checkpoint, the rest resumed on another
+    /// rank count; prints each part's peak memory next to the prediction.
+    Rehearse(rehearse::Args),
     /// Data tools: inspect a RecordIO set or .bin file, pack an image folder into RecordIO,
     /// render synthetic identities.
     Data {
@@ -253,6 +258,7 @@ fn main() -> Result<()> {
         Command::Import(args) => deploy::import(args)?,
         Command::Embed(args) => deploy::embed(args)?,
         Command::Verify(args) => deploy::verify(args)?,
+        Command::Rehearse(args) => rehearse::run(args)?,
         Command::Data { command } => data::run(command)?,
     }
     Ok(())
