@@ -155,7 +155,7 @@ fn report(
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(10));
     };
     if !status.success() {
         bail!("the {part} part failed ({status}); its error is above");
@@ -180,12 +180,19 @@ fn report(
         .max()
         .unwrap_or(0);
     let measured = peak_kb * 1024;
+    let peak = if peak_kb == 0 {
+        "process peak not sampled (the part ended within one 10 ms poll)".to_string()
+    } else {
+        format!(
+            "process peak {:.2} GB ({:.2} GB a rank)",
+            gb(measured),
+            gb(measured / ranks)
+        )
+    };
     println!(
-        "{part}: {ranks} ranks, {:.0} s, process peak {:.2} GB ({:.2} GB a rank), predicted \
-         classifier {:.2} GB a rank ({:.2} GB for {ranks})",
+        "{part}: {ranks} ranks, {:.0} s, {peak}, predicted classifier {:.2} GB a rank ({:.2} GB \
+         for {ranks})",
         start.elapsed().as_secs_f64(),
-        gb(measured),
-        gb(measured / ranks),
         gb(predicted),
         gb(predicted * ranks)
     );

@@ -35,6 +35,8 @@ fn a_rehearsal_runs_every_phase_and_resumes_on_another_rank_count() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(lines[1].starts_with("phase 1: 2 ranks") && lines[1].contains("process peak"));
+    // A part that ends before the first poll says so rather than printing 0 GB.
+    assert!(!lines[1].contains(" 0.00 GB ("), "{}", lines[1]);
     assert!(lines[2].starts_with("resumed: 3 ranks") && lines[2].contains("predicted"));
 
     // The last checkpoint was written by the 3 resumed ranks in the stable phase, over the
