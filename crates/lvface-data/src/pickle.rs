@@ -50,6 +50,30 @@ pub enum PickleValue {
 /// memo may copy per input byte; see the module documentation.
 pub const COPY_BUDGET_PER_BYTE: u64 = 8;
 
+/// How many containers deep a value may nest. A verification set is 2 (a tuple of lists); the
+/// bound keeps the recursive `Drop`, `Clone` and `Debug` of a hostile value off the stack's end.
+pub const MAX_NESTING: usize = 32;
+
+/// Refuses `items` if a container holding them would nest more than [`MAX_NESTING`] deep; it
+/// looks at most `MAX_NESTING` levels down, without recursion.
+fn check_nesting(items: &[PickleValue], r: &Reader) -> Result<()> {
+    let mut todo: Vec<(&PickleValue, usize)> = items.iter().map(|v| (v, 1)).collect();
+    while let Some((value, depth)) = todo.pop() {
+        let children: Box<dyn Iterator<Item = &PickleValue>> = match value {
+            PickleValue::List(items) | PickleValue::Tuple(items) => Box::new(items.iter()),
+            PickleValue::Dict(pairs) => Box::new(pairs.iter().flat_map(|(k, v)| [k, v])),
+            _ => continue,
+        };
+        if depth + 1 > MAX_NESTING {
+            return Err(r.err(format!(
+                "values nested more than {MAX_NESTING} containers deep (a verification set is 2)"
+            )));
+        }
+        todo.extend(children.map(|c| (c, depth + 1)));
+    }
+    Ok(())
+}
+
 /// The size of `value` in copy-budget units, without recursion (a deep value cannot overflow
 /// the stack here).
 fn weight(value: &PickleValue) -> u64 {
@@ -294,8 +318,15 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<PickleValue> {
             b')' => PickleValue::Tuple(Vec::new()),
             b']' => PickleValue::List(Vec::new()),
             b'}' => PickleValue::Dict(Vec::new()),
-            b't' => PickleValue::Tuple(pop_mark(&mut stack, &r)?),
-            b'l' => PickleValue::List(pop_mark(&mut stack, &r)?),
+            b't' | b'l' => {
+                let items = pop_mark(&mut stack, &r)?;
+                check_nesting(&items, &r)?;
+                if op == b't' {
+                    PickleValue::Tuple(items)
+                } else {
+                    PickleValue::List(items)
+                }
+            }
             0x85..=0x87 => {
                 let n = (op - 0x84) as usize;
                 let mut items = Vec::with_capacity(n);
@@ -303,11 +334,17 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<PickleValue> {
                     items.push(pop(&mut stack, &r)?);
                 }
                 items.reverse();
+                check_nesting(&items, &r)?;
                 PickleValue::Tuple(items)
             }
-            b'd' => PickleValue::Dict(pairs(pop_mark(&mut stack, &r)?, &r)?),
+            b'd' => {
+                let items = pop_mark(&mut stack, &r)?;
+                check_nesting(&items, &r)?;
+                PickleValue::Dict(pairs(items, &r)?)
+            }
             b'a' | b'e' => {
                 let items = if op == b'a' { vec![pop(&mut stack, &r)?] } else { pop_mark(&mut stack, &r)? };
+                check_nesting(&items, &r)?;
                 match stack.last_mut() {
                     Some(Item::Value(PickleValue::List(list))) => list.extend(items),
                     _ => return Err(r.err("APPEND(S) onto something that is not a list")),
@@ -321,6 +358,7 @@ pub fn read_pickle(data: &[u8], path: &Path) -> Result<PickleValue> {
                 } else {
                     pop_mark(&mut stack, &r)?
                 };
+                check_nesting(&items, &r)?;
                 let new = pairs(items, &r)?;
                 match stack.last_mut() {
                     Some(Item::Value(PickleValue::Dict(dict))) => dict.extend(new),
@@ -655,5 +693,36 @@ mod tests {
             List(vec![]),
         ]);
         assert_eq!(read(&write_pickle(&big)).unwrap(), big);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_the_opcode_not_a_stack_overflow() {
+        let n = 100_000;
+        // EMPTY_LIST x n, then APPEND x (n - 1): each list goes into the one below it.
+        let lists = [&b"\x80\x02"[..], &vec![b']'; n], &vec![b'a'; n - 1], b"."].concat();
+        // One list wrapped in TUPLE1 x n.
+        let tuples = [&b"\x80\x02]"[..], &vec![0x85u8; n], b"."].concat();
+        // MARK ... TUPLE x n around an empty dict.
+        let marks = [
+            &b"\x80\x02"[..],
+            &b"(".repeat(n),
+            b"}",
+            &b"t".repeat(n),
+            b".",
+        ]
+        .concat();
+        for (name, bytes) in [("lists", lists), ("tuples", tuples), ("marks", marks)] {
+            let err = read(&bytes).unwrap_err().to_string();
+            assert!(err.contains("nested more than 32"), "{name}: {err}");
+        }
+        // 32 containers deep is still read; a verification set is 2.
+        let deep = [&b"\x80\x02]"[..], &[0x85u8; MAX_NESTING - 1], b"."].concat();
+        let mut value = read(&deep).unwrap();
+        let mut depth = 1;
+        while let PickleValue::Tuple(mut items) = value {
+            value = items.pop().unwrap();
+            depth += 1;
+        }
+        assert_eq!((depth, value), (MAX_NESTING, PickleValue::List(vec![])));
     }
 }

@@ -197,3 +197,24 @@ fn a_set_above_two_to_the_24_images_inspects_and_trains() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// 200 KB of nested lists used to overflow the stack (SIGABRT) when the value was dropped; now
+/// the reader refuses it at the opcode, and the command exits with an error naming the file.
+#[test]
+fn deeply_nested_bin_is_an_error_not_a_crash() {
+    let dir = fresh_dir("nested");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("nested.bin");
+    let n = 100_000;
+    std::fs::write(
+        &bin,
+        [&b"\x80\x02"[..], &vec![b']'; n], &vec![b'a'; n - 1], b"."].concat(),
+    )
+    .unwrap();
+    let stderr = failure(&data(&["inspect", s(&bin)]));
+    assert!(
+        stderr.contains("nested.bin") && stderr.contains("nested more than 32"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
