@@ -78,10 +78,24 @@ pub fn open_training_source(path: &str) -> Result<(Arc<dyn FaceSource>, usize)> 
              `property` file); write a `property` file (`classes,height,width`) next to train.rec"
         )
     })?;
+    check_class_count(classes, path)?;
+    Ok((source, classes))
+}
+
+/// Refuses a class count the classifier cannot hold, before anything is allocated for it (the
+/// centres, their moments and the prototype bank take `classes · num_features` floats each).
+pub(crate) fn check_class_count(classes: usize, path: &str) -> Result<()> {
     if classes == 0 {
         bail!("data.rec: {path} declares 0 classes");
     }
-    Ok((source, classes))
+    if classes > lvface_pfc::MAX_CLASSES {
+        bail!(
+            "data.rec: {path} declares {classes} classes, more than the {} the classifier holds \
+             (labels travel as f32); check its `property` file or identity records",
+            lvface_pfc::MAX_CLASSES
+        );
+    }
+    Ok(())
 }
 
 /// Checks, before a run folder is created, that `path` (the value of `data.rec`) opens as a
@@ -206,6 +220,14 @@ mod tests {
         std::fs::write(plain.join("property"), "2,112,112\n").unwrap();
         let (source, classes) = open_training_source(s(&plain)).unwrap();
         assert_eq!((source.len(), classes), (2, 2));
+        // A `property` file claiming more classes than the classifier holds is refused when the
+        // set opens, before centres or prototypes are allocated for it.
+        std::fs::write(plain.join("property"), "4000000000,112,112\n").unwrap();
+        let message = error(s(&plain));
+        assert!(
+            message.contains("4000000000 classes") && message.contains("property"),
+            "{message}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -26,7 +26,7 @@ use crate::progress::Progress;
 use crate::ranks::{agree, check_same_weights, first_failure, lead_decides, GENERATOR};
 use crate::report;
 use crate::schedule::Schedule;
-use crate::source::{check_training_source, open_training_source};
+use crate::source::{check_class_count, check_training_source, open_training_source};
 use crate::step::{Outcome, StepPlan};
 
 /// The held-out synthetic pairs in a run's `data/` folder.
@@ -573,6 +573,7 @@ fn open_data(config: &TrainConfig, run_dir: &Path, rank: usize, world: usize) ->
     } else {
         open_training_source(&config.data.rec)?
     };
+    check_class_count(classes, &run_dir.join("data").display().to_string())?;
     for bin in &config.eval.bins {
         let name = crate::evaluate::set_name(Path::new(bin));
         let set = BinPairs::read(Path::new(bin)).with_context(|| format!("eval.bins: {bin}"))?;
