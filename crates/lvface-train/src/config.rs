@@ -245,6 +245,7 @@ impl TrainConfig {
             let (key, value) = set
                 .split_once('=')
                 .with_context(|| format!("--set {set}: expected key=value"))?;
+            check_set_indices(key)?;
             builder = builder
                 .set_override(key.trim(), parse_value(value.trim()))
                 .with_context(|| format!("--set {set}"))?;
@@ -398,6 +399,21 @@ fn positive_finite(key: &str, value: f64, zero_ok: bool) -> Result<()> {
 
 /// A `--set` value read as a TOML value (`3`, `1e-3`, `true`, `"text"`, `[1, 2]`), or as a
 /// plain string when it is not one (`--set data.rec=/data/ms1m`).
+/// The largest array index a `--set` key may name plus one: the config crate fills every slot up
+/// to the index, so `phases[4000000000]` would allocate without bound.
+const MAX_SET_INDEX: usize = 1024;
+
+/// Refuses a `--set` key whose `[N]` indices are not numbers below [`MAX_SET_INDEX`].
+fn check_set_indices(key: &str) -> Result<()> {
+    for part in key.split('[').skip(1) {
+        let index = part.split(']').next().unwrap_or_default().trim();
+        if !index.parse::<usize>().is_ok_and(|i| i < MAX_SET_INDEX) {
+            bail!("--set {key}: array index {index:?} must be a number below {MAX_SET_INDEX}");
+        }
+    }
+    Ok(())
+}
+
 fn parse_value(text: &str) -> Value {
     match toml::from_str::<toml::Table>(&format!("v = {text}")) {
         Ok(mut table) => to_config_value(table.remove("v").expect("the key was just written")),
@@ -481,6 +497,29 @@ mod tests {
         keys.sort_unstable();
         tables.sort_unstable();
         assert_eq!(keys, tables);
+    }
+
+    #[test]
+    fn set_keys_with_huge_or_odd_indices_are_refused_before_anything_is_allocated() {
+        for key in [
+            "loss.curriculum.phases[4000000000].start_epoch",
+            "eval.bins[-1]",
+            "a[x]",
+        ] {
+            let err = TrainConfig::load(&Experiment::Default, &[format!("{key}=1")])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("array index") && err.contains("below 1024"),
+                "{err}"
+            );
+        }
+        let ok = TrainConfig::load(
+            &Experiment::Default,
+            &["loss.curriculum.phases[1].start_epoch=5".into()],
+        )
+        .unwrap();
+        assert_eq!(ok.loss.curriculum.phases[1].start_epoch, 5);
     }
 
     #[test]
