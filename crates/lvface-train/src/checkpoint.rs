@@ -215,6 +215,7 @@ pub fn load<B: AutodiffBackend>(
 
     model.backbone = model.backbone.load_weights(dir.join(BACKBONE_FILE))?;
     let optim_path = dir.join("optimizer.bin");
+    check_optimizer_size(&optim_path, &model.backbone)?;
     let moments: OptimRecord<B> = BinFileRecorder::<FullPrecisionSettings>::new()
         .load(dir.join("optimizer"), device)
         .with_context(|| format!("reading {}", optim_path.display()))?;
@@ -270,6 +271,24 @@ pub fn load<B: AutodiffBackend>(
     optim.centres.set_state(centre_state);
     optim.backbone = optim.backbone.load_record(rekeyed);
     Ok((state, model, optim))
+}
+
+/// Refuses an `optimizer.bin` larger than the backbone's AdamW state can be (two f32 moments a
+/// parameter, stored as f64 at most, plus the record's framing): the recorder reads a file whole,
+/// so a damaged or foreign file could otherwise claim any amount of memory.
+fn check_optimizer_size<B: Backend>(path: &Path, backbone: &lvface_vit::Vit<B>) -> Result<()> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    let limit = 2 * 8 * backbone.num_params() as u64 + (16 << 20);
+    if size > limit {
+        bail!(
+            "{} is {size} bytes, more than the {limit} that AdamW's state of this backbone can \
+             take: not this run's optimizer state",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// The class-indexed tensors of a checkpoint, in `CLASSIFIER/`.

@@ -158,3 +158,26 @@ fn unreadable_checkpoint_is_named_and_nothing_is_overwritten() {
         "the failed resume changed the run folder"
     );
 }
+
+#[test]
+fn an_oversized_optimizer_state_is_refused_before_it_is_read() {
+    let out = fresh_dir("huge-optimizer");
+    let sets = ["run.stop_at_step=2".to_string()];
+    let config = TrainConfig::load(&Experiment::File(smoke_path()), &sets).unwrap();
+    create_run(&config, &out).unwrap();
+    train::<Autodiff<Flex>>(&out, &Default::default()).unwrap();
+    let latest = lvface_train::checkpoint::latest(&out).unwrap().unwrap();
+    // A sparse 64 GB file: nothing is written to disk, and reading it whole would not fit.
+    let optimizer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(latest.join("optimizer.bin"))
+        .unwrap();
+    optimizer.set_len(64 << 30).unwrap();
+
+    let stderr = fails(&["--resume", out.to_str().unwrap()]);
+    assert!(
+        stderr.contains("optimizer.bin is 68719476736 bytes"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
