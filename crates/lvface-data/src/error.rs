@@ -115,6 +115,13 @@ pub enum DataError {
         /// The broken rule.
         reason: String,
     },
+    /// A loader worker failed in a way no error value describes: a panic while reading,
+    /// decoding or augmenting an image, or workers gone before the epoch's last batch.
+    #[error("loader: {reason}")]
+    Loader {
+        /// What happened, naming the image where one is known.
+        reason: String,
+    },
     /// A configuration field breaks its rule.
     #[error("data.{field} {rule}, got {value}")]
     InvalidConfig {

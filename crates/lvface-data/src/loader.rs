@@ -247,17 +247,32 @@ impl BatchJob {
         let mut images = Vec::with_capacity(size);
         let (mut labels, mut kept) = (Vec::with_capacity(size), Vec::with_capacity(size));
         for &index in &self.indices[b * size..(b + 1) * size] {
-            let loaded = self.source.encoded(index).and_then(|face| {
+            // A panic in a codec or a source must not end the epoch silently; it becomes an
+            // error naming the image, which no `on_corrupt` policy skips.
+            let mut origin = None;
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let face = self.source.encoded(index)?;
+                origin = Some(face.origin.clone());
                 let image = decode_face(&face.bytes, &face.origin, self.config.image_size)?;
-                Ok((image, face.label))
+                let mut rng = sample_rng(self.config.seed, self.epoch, index as u64);
+                Ok((self.config.augment.apply(image, &mut rng), face.label))
+            }))
+            .unwrap_or_else(|payload| {
+                let what = origin.unwrap_or_else(|| format!("image {index} of the training set"));
+                Err(DataError::Loader {
+                    reason: format!(
+                        "{what}: reading, decoding or augmenting it panicked: {}",
+                        panic_message(payload.as_ref())
+                    ),
+                })
             });
             match (loaded, self.config.on_corrupt) {
                 (Ok((image, label)), _) => {
-                    let mut rng = sample_rng(self.config.seed, self.epoch, index as u64);
-                    images.push(self.config.augment.apply(image, &mut rng));
+                    images.push(image);
                     labels.push(label as i64);
                     kept.push(index);
                 }
+                (Err(e @ DataError::Loader { .. }), _) => return Err(e),
                 // A bad label is never skipped: it points at a broken file, not a bad image.
                 (Err(e @ DataError::BadLabel { .. }), _) | (Err(e), CorruptPolicy::Fail) => {
                     return Err(e)
@@ -279,6 +294,15 @@ impl BatchJob {
         }
         Ok(batch)
     }
+}
+
+/// The text a panic carried, when it is a string.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// The batches of one epoch on one rank, in order; dropping it stops the workers.
@@ -314,7 +338,17 @@ impl Iterator for EpochIter {
                 Ok((b, batch)) => {
                     self.pending.insert(b, batch);
                 }
-                Err(_) => return None,
+                // Every worker is gone with batches still owed: say so rather than end early.
+                Err(_) => {
+                    let error = DataError::Loader {
+                        reason: format!(
+                            "the workers stopped before batch {} of {}",
+                            self.next, self.total
+                        ),
+                    };
+                    self.next = self.total;
+                    return Some(Err(error));
+                }
             }
         };
         self.next += 1;
@@ -455,6 +489,44 @@ mod tests {
         let err = results[1].as_ref().unwrap_err().to_string();
         assert!(
             err.contains("flat 5") && err.contains("cannot decode"),
+            "{err}"
+        );
+    }
+
+    /// Image 9 makes the source panic, as a buggy codec or source might.
+    struct Panicky;
+
+    impl FaceSource for Panicky {
+        fn len(&self) -> usize {
+            12
+        }
+        fn num_classes(&self) -> Option<usize> {
+            Some(7)
+        }
+        fn encoded(&self, index: usize) -> Result<EncodedFace> {
+            assert!(index != 9, "the source broke on image 9");
+            Flat(12).encoded(index.max(6))
+        }
+    }
+
+    #[test]
+    fn a_panicking_worker_is_an_error_naming_the_image_even_when_skipping() {
+        let source: Arc<dyn FaceSource> = Arc::new(Panicky);
+        let unshuffled = LoaderConfig {
+            shuffle: false,
+            ..config(2)
+        };
+        let loader = Loader::new(source, unshuffled, 0, 1).unwrap();
+        let results: Vec<Result<Batch>> = loader.epoch(0).collect();
+        assert_eq!(
+            results.len(),
+            3,
+            "batches 0 and 1 fine, batch 2 holds image 9"
+        );
+        assert!(results[..2].iter().all(|r| r.is_ok()));
+        let err = results[2].as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains("image 9") && err.contains("panicked") && err.contains("broke on image 9"),
             "{err}"
         );
     }

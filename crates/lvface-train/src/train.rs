@@ -279,10 +279,17 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             .skip(done_in_epoch as usize * accumulation);
         for _ in done_in_epoch..schedule.steps_per_epoch {
             let step = state.step;
-            let batches: Result<Vec<_>> = (&mut epoch_batches)
+            let batches = (&mut epoch_batches)
                 .take(accumulation)
                 .map(|b| b.map_err(anyhow::Error::from))
-                .collect();
+                .collect::<Result<Vec<_>>>()
+                .and_then(|batches| match batches.len() {
+                    n if n == accumulation => Ok(batches),
+                    n => bail!(
+                        "the loader gave {n} of the {accumulation} batches of step {step} \
+                         (epoch {epoch})"
+                    ),
+                });
             let batches = agree(comm, device, batches)?;
             let lr = schedule.lr(step);
             let outcome;
