@@ -19,6 +19,9 @@ use lvface_vit::VitConfig;
 
 use crate::error::{ExportError, Result};
 
+/// More blocks than any insightface ViT has (vit_h: 48), so a key name cannot ask for more.
+const MAX_DEPTH: usize = 256;
+
 /// Heads of every insightface ViT; shapes cannot tell.
 pub const DEFAULT_HEADS: usize = 8;
 
@@ -59,6 +62,12 @@ pub fn infer_config(path: &Path) -> Result<InferredConfig> {
         )));
     }
     let patch_size = patch[2];
+    if dim == 0 || tokens == 0 || patch_size == 0 || patch_size > 112 {
+        return Err(fail(format!(
+            "pos_embed {pos:?} and patch_embed.proj.weight {patch:?} describe no ViT (width, \
+             tokens and patch side must be positive, the patch at most 112)"
+        )));
+    }
     let grid = (tokens as f64).sqrt().round() as usize;
     if grid * grid != tokens {
         return Err(fail(format!("{tokens} tokens do not form a square grid")));
@@ -68,20 +77,23 @@ pub fn infer_config(path: &Path) -> Result<InferredConfig> {
     } else {
         grid * patch_size
     };
-    let depth = shapes
+    let deepest = shapes
         .keys()
         .filter_map(|k| {
-            k.strip_prefix("blocks.")?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
+            let index = k.strip_prefix("blocks.")?.split('.').next()?;
+            Some((index.parse::<usize>().ok()?, k))
         })
-        .max()
-        .map_or(0, |last| last + 1);
-    if depth == 0 {
-        return Err(fail("no blocks.{i} tensors".into()));
-    }
+        .max();
+    let depth = match deepest {
+        None => return Err(fail("no blocks.{i} tensors".into())),
+        // The depth is read off a key name; a name is no reason to allocate without bound.
+        Some((last, key)) if last >= MAX_DEPTH => {
+            return Err(fail(format!(
+                "{key} names block {last}; insightface's ViTs have at most {MAX_DEPTH} blocks"
+            )))
+        }
+        Some((last, _)) => last + 1,
+    };
     let hidden = get("blocks.0.mlp.fc1.weight", 2)?[0];
     if hidden % dim != 0 {
         return Err(fail(format!(

@@ -54,6 +54,9 @@ fn imported_weights_give_the_reference_embeddings() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// Tensor names and shapes.
+type Shapes = Vec<(&'static str, Vec<usize>)>;
+
 /// A safetensors file with zero-filled f32 tensors of the given shapes.
 fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)]) {
     let mut header = Vec::new();
@@ -91,6 +94,42 @@ fn presets_are_named_from_shapes_alone() {
     let inferred = infer_config(&path).unwrap();
     assert_eq!(inferred.preset, Some("vit_s"));
     assert_eq!(inferred.config, VitConfig::vit_s());
+
+    // Shapes that would divide by zero, and a key naming block 4,000,000,000: errors naming
+    // what is wrong, before anything is built from them.
+    let cases: [(&str, Shapes, &str); 3] = [
+        (
+            "zero-patch",
+            vec![
+                ("pos_embed", vec![1, 144, 512]),
+                ("patch_embed.proj.weight", vec![512, 3, 0, 0]),
+            ],
+            "patch side must be positive",
+        ),
+        (
+            "zero-width",
+            vec![
+                ("pos_embed", vec![1, 144, 0]),
+                ("patch_embed.proj.weight", vec![0, 3, 9, 9]),
+            ],
+            "width, tokens and patch side must be positive",
+        ),
+        (
+            "deep",
+            vec![
+                ("pos_embed", vec![1, 144, 512]),
+                ("patch_embed.proj.weight", vec![512, 3, 9, 9]),
+                ("blocks.4000000000.norm1.weight", vec![512]),
+            ],
+            "blocks.4000000000.norm1.weight names block 4000000000",
+        ),
+    ];
+    for (name, tensors, expected) in cases {
+        let path = dir.join(format!("{name}.safetensors"));
+        write_safetensors(&path, &tensors);
+        let err = infer_config(&path).unwrap_err().to_string();
+        assert!(err.contains(expected), "{name}: {err}");
+    }
 
     let path = dir.join("partial.safetensors");
     write_safetensors(&path, &[("pos_embed", vec![1, 144, 512])]);
