@@ -303,7 +303,8 @@ impl RecordDataset {
                 })?;
             Ok(label < c)
         };
-        let mut ranges: Vec<Range<u64>> = Vec::with_capacity(identity_keys.clone().count());
+        let mut ranges: Vec<Range<u64>> =
+            Vec::with_capacity((identity_keys.end - identity_keys.start) as usize);
         for (class, key) in identity_keys.clone().enumerate() {
             let record = self.record(key)?;
             let labels = &record.header.labels;

@@ -93,7 +93,8 @@ pub struct DataConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScheduleKind {
-    /// insightface's `PolyScheduler`: `(1 - progress)^power`.
+    /// `(1 - progress)^power`: train_v2's `PolynomialLRWarmup` at power 1, the older
+    /// `PolyScheduler` at power 2.
     Poly,
     /// Half a cosine from the base rate to 0.
     Cosine,

@@ -1,8 +1,9 @@
 //! [`Schedule`]: the step counts of a run and its per-step learning rate.
 //!
-//! Mirrors insightface's `PolyScheduler` (`recognition/arcface_torch/lr_scheduler.py`): for
-//! step `t` (0-based, the step about to run), `lr = base·t/warmup` during warm-up, then
-//! `base·(1 - (t - warmup)/(total - warmup))^power`. Like insightface, step 0 runs at rate 0
+//! Mirrors insightface's schedulers (`recognition/arcface_torch/lr_scheduler.py`): for step `t`
+//! (0-based, the step about to run), `lr = base·t/warmup` during warm-up, then
+//! `base·(1 - (t - warmup)/(total - warmup))^power`; `power = 1` (the default) is train_v2's
+//! `PolynomialLRWarmup`, `power = 2` the older `PolyScheduler`. Like insightface, step 0 runs at rate 0
 //! (it still fills AdamW's moments). The cosine variant replaces the polynomial with
 //! `base·(1 + cos(π·progress))/2`.
 
