@@ -18,7 +18,8 @@ use burn_collective::{
 
 use crate::collective::{Collective, Traffic, TrafficCounter};
 use crate::error::{PfcError, Result};
-use crate::tcp_ring::{RingConfig, TcpRing, JOIN_TIMEOUT};
+use crate::run_token::{is_loopback, RunToken};
+use crate::tcp_ring::{RingConfig, RingFault, TcpRing, JOIN_TIMEOUT};
 
 /// One rank of a group: a burn-collective peer ([`local`](Self::local)) or one process of a TCP
 /// ring ([`global`](Self::global)). Dropping it leaves the group.
@@ -70,6 +71,8 @@ impl<B: Backend> BurnCollective<B> {
             master_port: launch.master_port,
             node_addr: launch.node_addr.clone(),
             data_port: launch.data_port(),
+            bind_addr: launch.bind_addr.clone(),
+            token: launch.token.clone(),
             timeout: JOIN_TIMEOUT,
         };
         let ring = TcpRing::join(&config).map_err(|e| {
@@ -132,7 +135,15 @@ impl<B: Backend> BurnCollective<B> {
         ring.lock()
             .map_err(|_| failed("an earlier all-reduce panicked".into()))?
             .all_reduce_sum(&mut values)
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|fault| match fault {
+                RingFault::Lost { rank, how } => PfcError::RankLost {
+                    op: "all_reduce",
+                    rank: self.rank,
+                    lost: rank,
+                    how,
+                },
+                failed_elsewhere @ RingFault::Failed { .. } => failed(failed_elsewhere.to_string()),
+            })?;
         let len = values.len();
         let data = TensorData::new(values, [len]);
         Ok(Tensor::<B, 1>::from_data(data, (&device, dtype)).reshape(dims))
@@ -211,6 +222,13 @@ pub struct Launch {
     /// `LVFACE_NODE_ADDR`: the address other nodes reach this one at. It defaults to
     /// `MASTER_ADDR` when every rank runs on one node (`LOCAL_WORLD_SIZE == WORLD_SIZE`).
     pub node_addr: String,
+    /// `LVFACE_BIND_ADDR`: the address this process listens on, when it is not the one the
+    /// others reach it at (behind NAT, in a container: `0.0.0.0`). Unset: rank 0's rendezvous
+    /// listens on `MASTER_ADDR`, every rank's ring port on `node_addr`.
+    pub bind_addr: Option<String>,
+    /// `LVFACE_RUN_TOKEN` or `LVFACE_RUN_TOKEN_FILE`: the secret every rank proves it holds.
+    /// Required unless every address is a loopback one.
+    pub token: RunToken,
 }
 
 impl Launch {
@@ -269,6 +287,18 @@ impl Launch {
                 ));
             }
         };
+        let bind_addr = var("LVFACE_BIND_ADDR");
+        let token = RunToken::from_vars(&var)?;
+        let listens = [Some(&master_addr), Some(&node_addr), bind_addr.as_ref()];
+        if world_size > 1 && !token.is_set() && !listens.iter().flatten().all(|h| is_loopback(h)) {
+            return Err(PfcError::Launch(format!(
+                "the ranks listen on {} (not loopback only), where any machine that reaches \
+                 it could join the run: give every rank the same secret in LVFACE_RUN_TOKEN \
+                 (for example `export LVFACE_RUN_TOKEN=$(openssl rand -hex 16)` where the job \
+                 is submitted), or in a file named by LVFACE_RUN_TOKEN_FILE",
+                bind_addr.as_ref().unwrap_or(&node_addr)
+            )));
+        }
         Ok(Some(Self {
             rank,
             world_size,
@@ -276,6 +306,8 @@ impl Launch {
             master_addr,
             master_port,
             node_addr,
+            bind_addr,
+            token,
         }))
     }
 
@@ -356,9 +388,12 @@ mod tests {
             ("MASTER_ADDR", "10.0.0.1"),
             ("MASTER_PORT", "29400"),
             ("LVFACE_NODE_ADDR", "10.0.0.2"),
+            ("LVFACE_RUN_TOKEN", "0123456789abcdef0123"),
         ])
         .unwrap()
         .unwrap();
+        assert_eq!(got.token, RunToken::new("0123456789abcdef0123").unwrap());
+        assert_eq!(got.bind_addr, None);
         assert_eq!(got.rank, 9);
         assert_eq!(got.local_rank, 1);
         assert_eq!(got.world_size, 16);
@@ -382,5 +417,34 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("LVFACE_NODE_ADDR"), "{err}");
+    }
+
+    /// Ports that other machines can reach need the run's token; loopback ones do not.
+    #[test]
+    fn a_run_reachable_from_other_machines_needs_a_token() {
+        let across = [
+            ("WORLD_SIZE", "2"),
+            ("RANK", "0"),
+            ("MASTER_ADDR", "10.0.0.1"),
+        ];
+        let err = launch(&across).unwrap_err().to_string();
+        assert!(err.contains("LVFACE_RUN_TOKEN"), "{err}");
+        let local = [("WORLD_SIZE", "2"), ("RANK", "0")];
+        assert!(!launch(&local).unwrap().unwrap().token.is_set());
+        let mut open = local.to_vec();
+        open.push(("LVFACE_BIND_ADDR", "0.0.0.0"));
+        let err = launch(&open).unwrap_err().to_string();
+        assert!(err.contains("0.0.0.0"), "{err}");
+        open.push(("LVFACE_RUN_TOKEN", "0123456789abcdef"));
+        let got = launch(&open).unwrap().unwrap();
+        assert_eq!(got.bind_addr.as_deref(), Some("0.0.0.0"));
+        assert!(got.token.is_set());
+        // One rank alone has no ports at all.
+        let alone = [
+            ("WORLD_SIZE", "1"),
+            ("RANK", "0"),
+            ("MASTER_ADDR", "10.0.0.1"),
+        ];
+        assert!(launch(&alone).unwrap().is_some());
     }
 }

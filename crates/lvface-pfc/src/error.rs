@@ -46,6 +46,19 @@ pub enum PfcError {
         /// The transport's error.
         reason: String,
     },
+    /// A rank of a group of processes is gone: its process stopped or was killed, or its node
+    /// cannot be reached. Every rank left reports the same `lost` rank.
+    #[error("rank {lost} of the group is gone, so the collective operation `{op}` failed on rank {rank}: {how}")]
+    RankLost {
+        /// The operation.
+        op: &'static str,
+        /// The caller's rank.
+        rank: usize,
+        /// The rank that is gone.
+        lost: usize,
+        /// Who saw it, and how.
+        how: String,
+    },
     /// The launch environment (RANK, WORLD_SIZE, ...) is missing or inconsistent.
     #[error("launch environment: {0}")]
     Launch(String),

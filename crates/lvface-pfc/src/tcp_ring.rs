@@ -22,16 +22,26 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::rendezvous::{
+    connect, invalid, read_array, read_challenge, read_opening, read_u32, report_to_rendezvous,
+    send_challenge, serve_rendezvous, write_u32, Gate, Report, HANDSHAKE_TIMEOUT, MAGIC, VERSION,
+};
+use crate::run_token::{RunToken, MAC_BYTES};
+
 /// How long joining waits for the other ranks (the rendezvous, the ring's connections).
 pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Sent first on every rendezvous and ring connection.
-const MAGIC: u32 = u32::from_le_bytes(*b"LVFR");
-/// Bumped when the wire format changes.
-const VERSION: u32 = 1;
 /// Messages at most this long are written before reading; longer ones from a second thread, so
 /// that two ranks sending to each other cannot both block on full socket buffers.
 const INLINE_BYTES: usize = 4096;
+/// The call number of a frame that tells the next rank the ring is broken, because the rank in
+/// its `total` field is gone.
+const ABORT_LOST: u64 = u64::MAX;
+/// The same, because the rank in `total` stopped on an error of its own.
+const ABORT_FAILED: u64 = u64::MAX - 1;
+/// How long a failing rank waits to finish the message it is sending before it tells the next
+/// rank why the ring stops.
+const ABORT_GRACE: Duration = Duration::from_secs(5);
 
 /// Where a rank joins the ring.
 #[derive(Debug, Clone)]
@@ -46,8 +56,32 @@ pub(crate) struct RingConfig {
     pub node_addr: String,
     /// Port this rank listens on for the previous rank of the ring (0: any free port).
     pub data_port: u16,
+    /// The address both listeners bind; `None`: the rendezvous binds `master_addr`, the data
+    /// port `node_addr`.
+    pub bind_addr: Option<String>,
+    /// The run's shared secret.
+    pub token: RunToken,
     /// How long to wait for the others while joining.
     pub timeout: Duration,
+}
+
+/// Why an all-reduce on the ring failed.
+#[derive(Debug)]
+pub(crate) enum RingFault {
+    /// The connection to `rank` closed or broke: its process stopped or was killed, or its node
+    /// cannot be reached. `how` says who saw it and how.
+    Lost { rank: usize, how: String },
+    /// `rank` stopped the ring on an error of its own.
+    Failed { rank: usize, reason: String },
+}
+
+impl std::fmt::Display for RingFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RingFault::Lost { rank, how } => write!(f, "rank {rank} is gone ({how})"),
+            RingFault::Failed { rank, reason } => write!(f, "rank {rank} failed: {reason}"),
+        }
+    }
 }
 
 /// One rank's connections in the ring.
@@ -62,157 +96,52 @@ pub(crate) struct TcpRing {
     /// All-reduces done so far.
     calls: u64,
     /// Set after a failed all-reduce: the ring is out of step and refuses further calls.
-    broken: bool,
+    broken: Option<String>,
     /// The message being sent.
     send_buffer: Vec<u8>,
     /// The bytes of the message received.
     recv_buffer: Vec<u8>,
 }
 
-fn invalid(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, message)
-}
-
-fn write_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_le_bytes());
-}
-
-fn write_str(out: &mut Vec<u8>, text: &str) {
-    write_u32(out, text.len() as u32);
-    out.extend_from_slice(text.as_bytes());
-}
-
-fn read_u32(stream: &mut impl Read) -> io::Result<u32> {
-    let mut bytes = [0; 4];
-    stream.read_exact(&mut bytes)?;
-    Ok(u32::from_le_bytes(bytes))
-}
-
 fn read_u64(stream: &mut impl Read) -> io::Result<u64> {
-    let mut bytes = [0; 8];
-    stream.read_exact(&mut bytes)?;
-    Ok(u64::from_le_bytes(bytes))
+    Ok(u64::from_le_bytes(read_array(stream)?))
 }
 
-fn read_str(stream: &mut impl Read) -> io::Result<String> {
-    let len = read_u32(stream)? as usize;
-    if len > 4096 {
-        return Err(invalid(format!("a {len}-byte name is not a host")));
-    }
-    let mut bytes = vec![0; len];
-    stream.read_exact(&mut bytes)?;
-    String::from_utf8(bytes).map_err(|_| invalid("a host name is not UTF-8".into()))
+/// Whether `err` means the other end of the connection is gone.
+fn is_disconnect(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
 }
 
-/// Connects to `host:port`, retrying until `deadline` (the other side may not listen yet).
-fn connect(host: &str, port: u16, deadline: Instant) -> io::Result<TcpStream> {
-    loop {
-        match TcpStream::connect((host, port)) {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                return Ok(stream);
-            }
-            Err(err) if Instant::now() >= deadline => {
-                return Err(io::Error::new(
-                    err.kind(),
-                    format!("cannot connect to {host}:{port}: {err}"),
-                ));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
-/// Accepts one connection on `listener` before `deadline`.
-fn accept(listener: &TcpListener, deadline: Instant) -> io::Result<TcpStream> {
-    listener.set_nonblocking(true)?;
-    let stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the other ranks did not connect in time",
-                    ));
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(err) => return Err(err),
-        }
-    };
-    listener.set_nonblocking(false)?;
-    stream.set_nonblocking(false)?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
-/// Sets a read timeout that ends at `deadline` (at least a millisecond).
-fn read_until(stream: &TcpStream, deadline: Instant) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-}
-
-/// Rank 0's rendezvous: accepts `world` reports, checks them, answers each with the table of
-/// every rank's `(host, port)`.
-fn serve_rendezvous(listener: TcpListener, world: usize, deadline: Instant) -> io::Result<()> {
-    let mut reports: Vec<(TcpStream, usize, String, u16)> = Vec::with_capacity(world);
-    while reports.len() < world {
-        let mut stream = accept(&listener, deadline)?;
-        read_until(&stream, deadline)?;
-        let (magic, version) = (read_u32(&mut stream)?, read_u32(&mut stream)?);
-        if magic != MAGIC || version != VERSION {
-            // Not one of ours (a port scan, another program): ignore it.
-            continue;
-        }
-        let rank = read_u32(&mut stream)? as usize;
-        let their_world = read_u32(&mut stream)? as usize;
-        let host = read_str(&mut stream)?;
-        let port = read_u32(&mut stream)? as u16;
-        let problem = if their_world != world {
-            Some(format!(
-                "rank {rank} says WORLD_SIZE={their_world}, rank 0 says {world}"
-            ))
-        } else if rank >= world || reports.iter().any(|r| r.1 == rank) {
-            Some(format!("rank {rank} joined twice or is out of range"))
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
-            let mut answer = vec![1];
-            write_str(&mut answer, &problem);
-            for (mut other, ..) in reports.drain(..) {
-                let _ = other.write_all(&answer);
-            }
-            let _ = stream.write_all(&answer);
-            return Err(invalid(problem));
-        }
-        reports.push((stream, rank, host, port));
-    }
-    reports.sort_by_key(|r| r.1);
-    let mut answer = vec![0];
-    for (_, _, host, port) in &reports {
-        write_str(&mut answer, host);
-        write_u32(&mut answer, u32::from(*port));
-    }
-    for (stream, ..) in &mut reports {
-        stream.write_all(&answer)?;
-    }
-    Ok(())
+/// Binds `host:port` for `what`, with a message that says what to do when it cannot.
+fn listen(host: &str, port: u16, what: &str) -> io::Result<TcpListener> {
+    TcpListener::bind((host, port)).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen on {host}:{port} for {what}: {e} (the address must be one of this                  machine's; set LVFACE_BIND_ADDR to listen on another, such as 0.0.0.0 behind                  NAT)"
+            ),
+        )
+    })
 }
 
 impl TcpRing {
     /// Joins the ring described by `config`; rank 0 runs the rendezvous on
-    /// `0.0.0.0:master_port`. Blocks until every rank has joined.
+    /// `master_addr:master_port` (or `bind_addr`). Blocks until every rank has joined.
     pub(crate) fn join(config: &RingConfig) -> io::Result<Self> {
         let rendezvous = if config.rank == 0 {
-            let listener = TcpListener::bind(("0.0.0.0", config.master_port)).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot listen on MASTER_PORT={}: {e}", config.master_port),
-                )
-            })?;
-            Some(listener)
+            let host = config.bind_addr.as_ref().unwrap_or(&config.master_addr);
+            Some(listen(
+                host,
+                config.master_port,
+                "the rendezvous (MASTER_PORT)",
+            )?)
         } else {
             None
         };
@@ -232,42 +161,31 @@ impl TcpRing {
             )));
         }
         let deadline = Instant::now() + config.timeout;
-        let listener = TcpListener::bind(("0.0.0.0", config.data_port)).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "rank {rank} cannot listen on port {}: {e}",
-                    config.data_port
-                ),
-            )
-        })?;
+        let host = config.bind_addr.as_ref().unwrap_or(&config.node_addr);
+        let listener = listen(
+            host,
+            config.data_port,
+            &format!("rank {rank}'s ring traffic"),
+        )?;
         let data_port = listener.local_addr()?.port();
 
         let server = rendezvous.map(|listener| {
-            std::thread::spawn(move || serve_rendezvous(listener, world, deadline))
+            let token = config.token.clone();
+            std::thread::spawn(move || serve_rendezvous(listener, world, token, deadline))
         });
-
-        // Report to the rendezvous and read every rank's address back.
-        let table = (|| -> io::Result<Vec<(String, u16)>> {
-            let mut stream = connect(&config.master_addr, config.master_port, deadline)?;
-            let mut report = Vec::new();
-            write_u32(&mut report, MAGIC);
-            write_u32(&mut report, VERSION);
-            write_u32(&mut report, rank as u32);
-            write_u32(&mut report, world as u32);
-            write_str(&mut report, &config.node_addr);
-            write_u32(&mut report, u32::from(data_port));
-            stream.write_all(&report)?;
-            read_until(&stream, deadline)?;
-            let mut status = [0];
-            stream.read_exact(&mut status)?;
-            if status[0] != 0 {
-                return Err(invalid(read_str(&mut stream)?));
-            }
-            (0..world)
-                .map(|_| Ok((read_str(&mut stream)?, read_u32(&mut stream)? as u16)))
-                .collect()
-        })();
+        let report = Report {
+            rank,
+            world,
+            host: config.node_addr.clone(),
+            port: data_port,
+        };
+        let table = report_to_rendezvous(
+            &config.master_addr,
+            config.master_port,
+            &report,
+            &config.token,
+            deadline,
+        );
         if let Some(server) = server {
             let served = server
                 .join()
@@ -277,24 +195,49 @@ impl TcpRing {
         }
         let table = table?;
 
-        // The listener is bound already, so connecting completes before the next rank accepts.
-        let (host, port) = &table[(rank + 1) % world];
-        let mut next = connect(host, *port, deadline)?;
-        let mut hello = Vec::new();
-        write_u32(&mut hello, MAGIC);
-        write_u32(&mut hello, rank as u32);
-        next.write_all(&hello)?;
+        // The previous rank proves it is one: it answers this rank's challenge with the token.
         let want = (rank + world - 1) % world;
-        let prev = loop {
-            let mut stream = accept(&listener, deadline)?;
-            read_until(&stream, deadline)?;
-            let greeting = read_u32(&mut stream).and_then(|m| Ok((m, read_u32(&mut stream)?)));
-            match greeting {
-                Ok((MAGIC, from)) if from as usize == want => break stream,
-                // Not the previous rank: a stray connection. Keep waiting.
-                _ => continue,
+        let token = config.token.clone();
+        let mut gate = Gate::new(listener, move |stream| {
+            let challenge = send_challenge(stream).map_err(|e| e.to_string())?;
+            read_opening(stream)?;
+            let received = (|| -> io::Result<_> {
+                let from = read_u32(stream)?;
+                let code: [u8; MAC_BYTES] = read_array(stream)?;
+                Ok((from, code))
+            })();
+            let (from, code) = received.map_err(|e| format!("a broken greeting ({e})"))?;
+            let (from_bytes, to_bytes) = (from.to_le_bytes(), (rank as u32).to_le_bytes());
+            if !token.verify("ring", &[&challenge, &from_bytes, &to_bytes], &code) {
+                return Err(format!("rank {from} with a wrong run token"));
             }
-        };
+            if from as usize != want {
+                return Err(format!("rank {from}, not the previous rank {want}"));
+            }
+            Ok(())
+        })?;
+        // Accept the previous rank while greeting the next one: every rank does both at once.
+        let accepting = std::thread::spawn(move || gate.next(deadline));
+        let next = rank + 1 - world * usize::from(rank + 1 == world);
+        let (host, port) = &table[next];
+        let mut stream = connect(host, *port, deadline)?;
+        stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+        let challenge = read_challenge(
+            &mut stream,
+            &format!("rank {next}'s ring port {host}:{port}"),
+        )?;
+        let (from, to) = ((rank as u32).to_le_bytes(), (next as u32).to_le_bytes());
+        let mut greeting = Vec::new();
+        write_u32(&mut greeting, MAGIC);
+        write_u32(&mut greeting, VERSION);
+        greeting.extend_from_slice(&from);
+        greeting.extend_from_slice(&config.token.mac("ring", &[&challenge, &from, &to]));
+        stream.write_all(&greeting)?;
+        stream.set_read_timeout(None)?;
+        let next = stream;
+        let (prev, ()) = accepting
+            .join()
+            .unwrap_or_else(|_| Err(invalid("the accepting thread panicked".into())))?;
         prev.set_read_timeout(None)?;
         Ok(Self {
             rank,
@@ -302,7 +245,7 @@ impl TcpRing {
             next,
             prev,
             calls: 0,
-            broken: false,
+            broken: None,
             send_buffer: Vec::new(),
             recv_buffer: Vec::new(),
         })
@@ -310,29 +253,46 @@ impl TcpRing {
 
     /// Replaces `data` with its element-wise sum over all ranks. Every rank must pass the same
     /// number of elements, in the same order of calls.
-    pub(crate) fn all_reduce_sum(&mut self, data: &mut [f32]) -> io::Result<()> {
-        if self.broken {
-            return Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "an earlier all-reduce failed; the ring is closed",
-            ));
+    ///
+    /// When the ring breaks, the rank that sees it first tells the next one why before it
+    /// closes its connections, and so on around the ring, so every rank names the same rank.
+    pub(crate) fn all_reduce_sum(&mut self, data: &mut [f32]) -> Result<(), RingFault> {
+        if let Some(why) = &self.broken {
+            return Err(RingFault::Failed {
+                rank: self.rank,
+                reason: format!("the ring closed after an earlier all-reduce failed: {why}"),
+            });
         }
-        let result = self.ring_all_reduce(data);
-        if result.is_err() {
+        let call = self.calls;
+        self.calls += 1;
+        let result = self.ring_all_reduce(call, data);
+        if let Err((fault, clean)) = &result {
+            self.broken = Some(fault.to_string());
+            if *clean {
+                let (kind, rank) = match fault {
+                    RingFault::Lost { rank, .. } => (ABORT_LOST, *rank),
+                    RingFault::Failed { rank, .. } => (ABORT_FAILED, *rank),
+                };
+                let mut frame = Vec::with_capacity(24);
+                frame.extend_from_slice(&kind.to_le_bytes());
+                frame.extend_from_slice(&(rank as u64).to_le_bytes());
+                frame.extend_from_slice(&0u64.to_le_bytes());
+                let _ = self.next.set_write_timeout(Some(ABORT_GRACE));
+                let _ = self.next.write_all(&frame);
+            }
             // Close both connections: the neighbours' pending reads and writes fail instead of
             // waiting for a message that will not come.
-            self.broken = true;
             let _ = self.next.shutdown(Shutdown::Both);
             let _ = self.prev.shutdown(Shutdown::Both);
         }
-        result
+        result.map_err(|(fault, _)| fault)
     }
 
-    fn ring_all_reduce(&mut self, data: &mut [f32]) -> io::Result<()> {
+    /// The ring all-reduce; on failure, also whether the connection to the next rank is at a
+    /// message boundary (so an abort frame can follow).
+    fn ring_all_reduce(&mut self, call: u64, data: &mut [f32]) -> Result<(), (RingFault, bool)> {
         let (rank, world) = (self.rank, self.world);
         let n = data.len();
-        let call = self.calls;
-        self.calls += 1;
         let chunk = |i: usize| (i * n / world)..((i + 1) * n / world);
         // Reduce-scatter: after step s, this rank's chunk (rank - s - 1) holds s + 2 ranks' sum.
         for step in 0..world - 1 {
@@ -363,7 +323,7 @@ impl TcpRing {
         total: usize,
         send: &[f32],
         recv_len: usize,
-    ) -> io::Result<&[u8]> {
+    ) -> Result<&[u8], (RingFault, bool)> {
         // The buffers keep their capacity: fresh multi-megabyte buffers for every step cost more
         // in page faults than the transfer itself.
         let message = &mut self.send_buffer;
@@ -376,38 +336,105 @@ impl TcpRing {
             message.extend_from_slice(&value.to_le_bytes());
         }
         let message = &*message;
-        let (next, prev, rank, world) = (&mut self.next, &mut self.prev, self.rank, self.world);
+        let (rank, world) = (self.rank, self.world);
+        let (prev_rank, next_rank) = ((rank + world - 1) % world, (rank + 1) % world);
+        let (next, prev) = (&mut self.next, &mut self.prev);
         let received = &mut self.recv_buffer;
-        let mut receive = move || -> io::Result<()> {
-            let (their_call, their_total, len) =
-                (read_u64(prev)?, read_u64(prev)?, read_u64(prev)? as usize);
-            if their_call != call || their_total != total as u64 || len != recv_len {
-                return Err(invalid(format!(
-                    "rank {} sent all-reduce #{their_call} of {their_total} elements, rank {rank} \
-                     is at all-reduce #{call} of {total} elements: the ranks issue different \
-                     collective calls",
-                    (rank + world - 1) % world
-                )));
+        let mut receive = move || -> Result<(), RingFault> {
+            let lost = |err: io::Error| {
+                if is_disconnect(&err) {
+                    RingFault::Lost {
+                        rank: prev_rank,
+                        how: format!(
+                            "rank {rank} lost its connection from it at all-reduce #{call}: {err}"
+                        ),
+                    }
+                } else {
+                    RingFault::Failed {
+                        rank,
+                        reason: format!("reading from rank {prev_rank}: {err}"),
+                    }
+                }
+            };
+            let their_call = read_u64(prev).map_err(lost)?;
+            let their_total = read_u64(prev).map_err(lost)?;
+            let len = read_u64(prev).map_err(lost)?;
+            if their_call == ABORT_LOST || their_call == ABORT_FAILED {
+                let gone = their_total as usize;
+                let heard = format!("rank {rank} heard so from rank {prev_rank}");
+                return Err(if their_call == ABORT_LOST {
+                    RingFault::Lost {
+                        rank: gone,
+                        how: heard,
+                    }
+                } else {
+                    RingFault::Failed {
+                        rank: gone,
+                        reason: format!("see its output; {heard}"),
+                    }
+                });
             }
-            received.resize(4 * len, 0);
-            prev.read_exact(received)
+            if their_call != call || their_total != total as u64 || len != recv_len as u64 {
+                return Err(RingFault::Failed {
+                    rank,
+                    reason: format!(
+                        "rank {prev_rank} sent all-reduce #{their_call} of {their_total} \
+                         elements, rank {rank} is at all-reduce #{call} of {total} elements: \
+                         the ranks issue different collective calls"
+                    ),
+                });
+            }
+            received.resize(4 * recv_len, 0);
+            prev.read_exact(received).map_err(lost)
+        };
+        let sent = |result: io::Result<()>| {
+            result.map_err(|err| {
+                if is_disconnect(&err) {
+                    RingFault::Lost {
+                        rank: next_rank,
+                        how: format!(
+                            "rank {rank} lost its connection to it at all-reduce #{call}: {err}"
+                        ),
+                    }
+                } else {
+                    RingFault::Failed {
+                        rank,
+                        reason: format!("writing to rank {next_rank}: {err}"),
+                    }
+                }
+            })
         };
         if message.len() <= INLINE_BYTES {
-            next.write_all(message)?;
-            receive()?;
+            sent(next.write_all(message)).map_err(|fault| (fault, false))?;
+            receive().map_err(|fault| (fault, true))?;
         } else {
-            let unblock = next.try_clone()?;
+            let unblock = next.try_clone().map_err(|e| {
+                let reason = format!("cannot share the connection to rank {next_rank}: {e}");
+                (RingFault::Failed { rank, reason }, false)
+            })?;
             std::thread::scope(|scope| {
                 let sender = scope.spawn(move || next.write_all(message));
                 let received = receive();
                 if received.is_err() {
-                    // The sender may be blocked on a neighbour that stopped reading.
-                    let _ = unblock.shutdown(Shutdown::Both);
+                    // The next rank is normally reading this message and takes it whole; one
+                    // that does not within the grace period is stuck, and the send is cut.
+                    let waited = Instant::now();
+                    while !sender.is_finished() && waited.elapsed() < ABORT_GRACE {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    if !sender.is_finished() {
+                        let _ = unblock.shutdown(Shutdown::Both);
+                    }
                 }
-                let sent = sender
+                let write = sender
                     .join()
                     .unwrap_or_else(|_| Err(invalid("the sending thread panicked".into())));
-                received.and(sent)
+                let clean = write.is_ok();
+                match (received, sent(write)) {
+                    (Err(fault), _) => Err((fault, clean)),
+                    (Ok(()), Err(fault)) => Err((fault, false)),
+                    (Ok(()), Ok(())) => Ok(()),
+                }
             })?;
         }
         Ok(&self.recv_buffer)
@@ -415,121 +442,4 @@ impl TcpRing {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Runs `body` on `world` ranks joined in one ring over loopback, one thread each.
-    fn ring<T: Send>(world: usize, body: impl Fn(TcpRing) -> T + Sync) -> Vec<T> {
-        let rendezvous = TcpListener::bind("127.0.0.1:0").unwrap();
-        let master_port = rendezvous.local_addr().unwrap().port();
-        let mut rendezvous = Some(rendezvous);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..world)
-                .map(|rank| {
-                    let listener = rendezvous.take().filter(|_| rank == 0);
-                    let body = &body;
-                    scope.spawn(move || {
-                        let config = RingConfig {
-                            rank,
-                            world,
-                            master_addr: "127.0.0.1".into(),
-                            master_port,
-                            node_addr: "127.0.0.1".into(),
-                            data_port: 0,
-                            timeout: Duration::from_secs(20),
-                        };
-                        body(TcpRing::join_with(&config, listener).unwrap())
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        })
-    }
-
-    fn values(rank: usize, call: usize, len: usize) -> Vec<f32> {
-        (0..len)
-            .map(|i| ((rank * 7919 + call * 104_729 + i * 31) % 1000) as f32 / 8.0 - 60.0)
-            .collect()
-    }
-
-    #[test]
-    fn sums_many_calls_of_changing_sizes_on_two_to_five_ranks() {
-        // Lengths below, at and above the world size, an empty one, and one long enough to be
-        // sent from a second thread.
-        let lens = [0, 1, 2, 3, 5, 8, 13, 1000, 40_000, 7];
-        for world in 2..=5 {
-            let results = ring(world, |mut ring| {
-                lens.iter()
-                    .enumerate()
-                    .map(|(call, &len)| {
-                        let mut data = values(ring.rank, call, len);
-                        ring.all_reduce_sum(&mut data).unwrap();
-                        data
-                    })
-                    .collect::<Vec<_>>()
-            });
-            for (call, &len) in lens.iter().enumerate() {
-                let inputs: Vec<Vec<f32>> = (0..world).map(|r| values(r, call, len)).collect();
-                let want: Vec<f32> = (0..len)
-                    .map(|i| inputs.iter().map(|v| v[i]).sum())
-                    .collect();
-                for (rank, got) in results.iter().enumerate() {
-                    // The values are multiples of 1/8 well inside f32's exact range: any order
-                    // of summation gives the same bits.
-                    assert_eq!(got[call], want, "world {world}, rank {rank}, call {call}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn every_rank_gets_the_same_bits() {
-        let results = ring(3, |mut ring| {
-            let mut data: Vec<f32> = (0..100)
-                .map(|i| 0.1 * (i as f32 + 1.0) / (ring.rank as f32 + 3.0))
-                .collect();
-            ring.all_reduce_sum(&mut data).unwrap();
-            data
-        });
-        let bits = |v: &Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&results[0]), bits(&results[1]));
-        assert_eq!(bits(&results[0]), bits(&results[2]));
-    }
-
-    #[test]
-    fn ranks_that_issue_different_calls_get_an_error() {
-        let results = ring(2, |mut ring| {
-            let len = 3 + ring.rank;
-            let mut data = vec![1.0; len];
-            ring.all_reduce_sum(&mut data).map_err(|e| e.to_string())
-        });
-        for result in results {
-            let err = result.unwrap_err();
-            assert!(err.contains("different collective calls"), "{err}");
-        }
-    }
-
-    #[test]
-    fn a_rank_with_another_world_size_is_refused() {
-        let rendezvous = TcpListener::bind("127.0.0.1:0").unwrap();
-        let master_port = rendezvous.local_addr().unwrap().port();
-        let config = |rank, world| RingConfig {
-            rank,
-            world,
-            master_addr: "127.0.0.1".into(),
-            master_port,
-            node_addr: "127.0.0.1".into(),
-            data_port: 0,
-            timeout: Duration::from_secs(20),
-        };
-        let (zero, one) = std::thread::scope(|scope| {
-            let zero = scope.spawn(|| TcpRing::join_with(&config(0, 2), Some(rendezvous)));
-            let one = scope.spawn(|| TcpRing::join_with(&config(1, 3), None));
-            (zero.join().unwrap(), one.join().unwrap())
-        });
-        let err = zero.unwrap_err().to_string();
-        assert!(err.contains("WORLD_SIZE=3"), "{err}");
-        let err = one.unwrap_err().to_string();
-        assert!(err.contains("WORLD_SIZE=3"), "{err}");
-    }
-}
+mod tests;

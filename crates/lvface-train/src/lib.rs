@@ -39,6 +39,7 @@ mod report;
 mod schedule;
 mod source;
 mod step;
+mod stop;
 mod throughput;
 mod train;
 mod verify;
@@ -63,6 +64,7 @@ pub use progress::{bar, format_eta, Progress};
 pub use ranks::PeerFailed;
 pub use schedule::Schedule;
 pub use source::{check_training_source, open_training_source};
+pub use stop::{stop_on_signals, stop_requested, STOPPED_EXIT_CODE};
 pub use throughput::{time_train_steps, StepTiming};
 pub use train::{
     create_run, fresh_run_dir, step_seed, train, train_launched, train_local, RunSummary,

@@ -8,9 +8,10 @@ mod eval;
 mod probe;
 mod rehearse;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use backend::BackendKind;
 use clap::{Parser, Subcommand};
 use lvface_train::{create_run, fresh_run_dir, with_autodiff, Experiment, RunSummary, TrainConfig};
@@ -120,6 +121,8 @@ fn main() -> Result<()> {
             devices,
         } => {
             backend::ensure_compiled(backend)?;
+            lvface_train::stop_on_signals()
+                .context("cannot install the SIGTERM and SIGINT handlers")?;
             let launch = lvface_pfc::Launch::from_env()?;
             if launch.is_some() && devices > 1 {
                 bail!("--devices {devices} and a launch environment (RANK, WORLD_SIZE) were both given; a launched process is one rank");
@@ -207,6 +210,11 @@ fn main() -> Result<()> {
                 _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
             };
             report_end(&summary, &run_dir);
+            if summary.interrupted {
+                // Flushed first: `exit` skips the destructors of stdout's buffer.
+                std::io::stdout().flush()?;
+                std::process::exit(lvface_train::STOPPED_EXIT_CODE);
+            }
         }
         Command::Probe {
             model,
@@ -321,6 +329,12 @@ fn probe_train_step(
 fn report_end(summary: &RunSummary, run_dir: &Path) {
     if summary.finished {
         println!("finished after {} steps", summary.steps);
+    } else if summary.interrupted {
+        println!(
+            "stopped after {} steps, as asked, with a checkpoint; continue with --resume {}",
+            summary.steps,
+            run_dir.display()
+        );
     } else {
         println!(
             "stopped after {} steps; continue with --resume {}",

@@ -28,6 +28,7 @@ use crate::report;
 use crate::schedule::Schedule;
 use crate::source::{check_class_count, check_training_source, open_training_source};
 use crate::step::{Outcome, StepPlan};
+use crate::stop::{any_rank_asked_to_stop, at_step};
 
 /// The held-out synthetic pairs in a run's `data/` folder.
 const SYNTHETIC_PAIRS: &str = "synthetic_pairs.bin";
@@ -48,6 +49,9 @@ pub struct RunSummary {
     pub losses: Vec<(u64, f64)>,
     /// Whether the run reached its last step (and was verified).
     pub finished: bool,
+    /// Whether it stopped early because a rank was asked to (SIGTERM, SIGINT), after writing a
+    /// checkpoint.
+    pub interrupted: bool,
     /// Verification of the trained backbone, per pair set.
     pub verification: Vec<(String, VerificationReport)>,
     /// Raw pixels on the same sets.
@@ -246,6 +250,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     let mut losses = Vec::new();
     let mut window = (Instant::now(), 0usize);
     let mut skipped_in_a_row = 0;
+    let mut interrupted = false;
     // A run that already stopped at `run.stop_at_step` is being resumed: go on to the end.
     let stop_at = match config.run.stop_at_step {
         n if n > state.step => n.min(schedule.total_steps),
@@ -290,17 +295,20 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                          (epoch {epoch})"
                     ),
                 });
-            let batches = agree(comm, device, batches)?;
+            let batches =
+                agree(comm, device, batches).map_err(|e| at_step(e, step + 1, run_dir))?;
             let lr = schedule.lr(step);
             let outcome;
-            (model, outcome) = plan.run(
-                model,
-                &mut optim,
-                &mut bank,
-                &batches,
-                step * accumulation as u64,
-                lr,
-            )?;
+            (model, outcome) = plan
+                .run(
+                    model,
+                    &mut optim,
+                    &mut bank,
+                    &batches,
+                    step * accumulation as u64,
+                    lr,
+                )
+                .map_err(|e| at_step(e, step + 1, run_dir))?;
             let (loss_value, grad_norm) = match outcome {
                 Outcome::Done { loss, grad_norm } => {
                     skipped_in_a_row = 0;
@@ -373,7 +381,11 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             }
             let every = config.run.checkpoint_every;
             let epoch_end = state.batch_in_epoch == 0;
-            if epoch_end || (every > 0 && state.step % every == 0) || state.step == stop_at {
+            interrupted = state.step < stop_at
+                && any_rank_asked_to_stop(comm, device)
+                    .map_err(|e| at_step(e, step + 1, run_dir))?;
+            let due = epoch_end || (every > 0 && state.step % every == 0) || state.step == stop_at;
+            if due || interrupted {
                 checkpoint::save(
                     run_dir,
                     &state,
@@ -383,7 +395,18 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     &bank,
                     config.run.keep_checkpoints,
                     comm,
-                )?;
+                )
+                .map_err(|e| at_step(e, state.step, run_dir))?;
+            }
+            if interrupted {
+                if lead {
+                    println!(
+                        "stopping at step {} as asked (SIGTERM or SIGINT); the checkpoint is \
+                         written",
+                        state.step
+                    );
+                }
+                break;
             }
             let eval_every = config.eval.every_epochs;
             let last = state.step == schedule.total_steps;
@@ -402,12 +425,16 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         if let Some(metrics) = metrics.as_mut() {
             metrics.flush()?;
         }
+        if interrupted {
+            break;
+        }
     }
     let finished = state.step == schedule.total_steps;
     let mut summary = RunSummary {
         steps: state.step,
         losses,
         finished,
+        interrupted,
         verification: Vec::new(),
         pixel_baseline: Vec::new(),
     };

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::backend::{Autodiff, Flex};
-use lvface_train::{create_run, train_local, Experiment, TrainConfig};
+use lvface_train::{checkpoint, create_run, train_local, Experiment, TrainConfig};
 
 type B = Autodiff<Flex>;
 
@@ -61,6 +61,17 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
 /// number of ranks, in rank order), all with `--out out`, the smoke config and `sets`, and
 /// torchrun's environment plus `env`; rank 0 runs on the first node.
 fn launch(out: &Path, nodes: &[(&str, usize)], sets: &[&str], env: &[(&str, &str)]) -> Vec<Child> {
+    let config = smoke();
+    let mut args = vec!["train", "--config", config.to_str().unwrap()];
+    args.extend(["--out", out.to_str().unwrap()]);
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    spawn_ranks(&args, nodes, env)
+}
+
+/// Starts `lvface-train args` once per rank of `nodes`, with torchrun's environment plus `env`.
+fn spawn_ranks(args: &[&str], nodes: &[(&str, usize)], env: &[(&str, &str)]) -> Vec<Child> {
     let world: usize = nodes.iter().map(|(_, ranks)| ranks).sum();
     let port = free_ports(world as u16 + 1);
     let mut children = Vec::new();
@@ -68,12 +79,7 @@ fn launch(out: &Path, nodes: &[(&str, usize)], sets: &[&str], env: &[(&str, &str
         for local_rank in 0..ranks {
             let mut command = Command::new(env!("CARGO_BIN_EXE_lvface-train"));
             command
-                .args(["train", "--config", smoke().to_str().unwrap()])
-                .args(["--out", out.to_str().unwrap()]);
-            for set in sets {
-                command.args(["--set", set]);
-            }
-            command
+                .args(args)
                 .env("RANK", children.len().to_string())
                 .env("WORLD_SIZE", world.to_string())
                 .env("LOCAL_RANK", local_rank.to_string())
@@ -214,4 +220,120 @@ fn stale_run_folder_stops_every_rank_at_once_with_one_message() {
         elapsed < Duration::from_secs(60),
         "the ranks took {elapsed:?} to stop"
     );
+}
+
+/// A run of many short steps on two or three processes, checkpointed at every epoch end
+/// (every 4 steps), for the tests that stop it from outside.
+const LONG: [&str; 3] = [
+    "data.batch_size=8",
+    "loss.curriculum.epochs=400",
+    "eval.every_epochs=0",
+];
+
+/// Waits until `run` has a checkpoint and `metrics.jsonl` at least `steps` lines.
+fn wait_for_progress(run: &Path, steps: usize, children: &mut [Child]) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let lines = std::fs::read_to_string(run.join(lvface_train::METRICS_FILE))
+            .map_or(0, |m| m.lines().count());
+        if lines >= steps && run.join("checkpoints/latest").is_file() {
+            return;
+        }
+        for (rank, child) in children.iter_mut().enumerate() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("rank {rank} ended early: {status}");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress in {}",
+            run.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The step `checkpoints/latest` names.
+fn latest_step(run: &Path) -> u64 {
+    let latest = checkpoint::latest(run).unwrap().unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(latest.join("state.json")).unwrap()).unwrap();
+    state["step"].as_u64().unwrap()
+}
+
+/// Rank 1 of three is killed (SIGKILL, as the out-of-memory killer or a failed node does):
+/// both other ranks stop with an error that names rank 1, the step, and the checkpoint to
+/// resume from.
+#[test]
+fn a_killed_rank_is_named_with_the_step_and_the_checkpoint_to_resume_from() {
+    let run = fresh_dir("killed");
+    let mut children = launch(&run, &[("127.0.0.1", 3)], &LONG, &[]);
+    wait_for_progress(&run, 6, &mut children);
+    children[1].kill().unwrap();
+    let start = Instant::now();
+    let outputs = wait_all(children, Duration::from_secs(120));
+    let checkpoint = checkpoint::latest(&run).unwrap().unwrap();
+    for rank in [0, 2] {
+        let stderr = String::from_utf8_lossy(&outputs[rank].stderr);
+        assert_eq!(
+            outputs[rank].status.code(),
+            Some(1),
+            "rank {rank}: {stderr}"
+        );
+        assert!(stderr.contains("rank 1 was lost"), "rank {rank}: {stderr}");
+        assert!(stderr.contains("step "), "rank {rank}: {stderr}");
+        let resume = format!("resume from checkpoint {}", checkpoint.display());
+        assert!(stderr.contains(&resume), "rank {rank}: {stderr}");
+        assert!(stderr.contains("--resume"), "rank {rank}: {stderr}");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "the ranks took {:?} to stop",
+        start.elapsed()
+    );
+}
+
+/// SIGTERM to one rank only: both ranks stop at the same step boundary, write a checkpoint of
+/// that step, and exit normally with status 143; the run then resumes from it, and a second
+/// SIGTERM stops it again later, every step logged once.
+#[test]
+fn sigterm_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint() {
+    use std::os::unix::process::ExitStatusExt;
+    let run = fresh_dir("sigterm");
+    let terminate = |child: &Child| {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let mut children = launch(&run, &[("127.0.0.1", 2)], &LONG, &[]);
+    wait_for_progress(&run, 2, &mut children);
+    terminate(&children[1]);
+    let outputs = wait_all(children, Duration::from_secs(120));
+    for (rank, output) in outputs.iter().enumerate() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.signal(), None, "rank {rank}: {stderr}");
+        assert_eq!(output.status.code(), Some(143), "rank {rank}: {stderr}");
+    }
+    let stopped = latest_step(&run);
+    let logged = losses(&run);
+    assert_eq!(logged.last().unwrap().0, stopped);
+    assert!(stopped < 1600, "the run ended instead of stopping");
+
+    let resume = ["train", "--resume", run.to_str().unwrap()];
+    let mut children = spawn_ranks(&resume, &[("127.0.0.1", 2)], &[]);
+    wait_for_progress(&run, stopped as usize + 2, &mut children);
+    terminate(&children[0]);
+    for (rank, output) in wait_all(children, Duration::from_secs(120))
+        .iter()
+        .enumerate()
+    {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(143), "rank {rank}: {stderr}");
+    }
+    let again = latest_step(&run);
+    assert!(again > stopped, "{again} after {stopped}");
+    let steps: Vec<u64> = losses(&run).iter().map(|l| l.0).collect();
+    assert_eq!(steps, (1..=again).collect::<Vec<_>>());
 }
