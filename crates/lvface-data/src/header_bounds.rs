@@ -14,9 +14,10 @@ use crate::error::Result;
 pub const EXACT_BELOW: u64 = 1 << 24;
 
 /// A stored header label as a key bound: a finite, non-negative whole number (every float32 at
-/// or above 2^23 is whole).
+/// or above 2^23 is whole) below 2^64, which `as u64` would saturate, leaving no room for the
+/// rounding window above it.
 pub fn stored_bound(label: f32) -> std::result::Result<u64, String> {
-    if label.is_finite() && label >= 0.0 && label.fract() == 0.0 {
+    if label.is_finite() && label >= 0.0 && label.fract() == 0.0 && label < 2f32.powi(64) {
         Ok(label as u64)
     } else {
         Err(format!("label {label} is not a record key"))
@@ -59,6 +60,16 @@ mod tests {
     /// The float32 an insightface header would store for `key`.
     fn stored(key: u64) -> u64 {
         key as f32 as u64
+    }
+
+    /// An input the `ir_header` fuzz target reaches: `as u64` saturates labels of 2^64 and above.
+    #[test]
+    fn labels_past_the_largest_key_are_refused() {
+        for label in [2f32.powi(64), f32::MAX] {
+            let err = stored_bound(label).unwrap_err();
+            assert!(err.contains("not a record key"), "{err}");
+        }
+        assert_eq!(stored_bound(2f32.powi(63)), Ok(1 << 63));
     }
 
     #[test]

@@ -53,10 +53,29 @@ fn read_u64(reader: &mut impl Read) -> Option<u64> {
 /// Reads the copy of `idx_path` if it is current and well-formed.
 pub(crate) fn load(idx_path: &Path, rec_size: u64) -> Option<RecordIndex> {
     let expected = stamp(idx_path, rec_size)?;
-    let path = cache_path(idx_path);
-    let file = std::fs::File::open(&path).ok()?;
+    let file = std::fs::File::open(cache_path(idx_path)).ok()?;
     let file_len = file.metadata().ok()?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
+    decode(
+        BufReader::with_capacity(1 << 20, file),
+        file_len,
+        expected,
+        rec_size,
+    )
+}
+
+/// The index held by the bytes of a copy, if they are well-formed and carry `expected` as their
+/// stamp. Public for the fuzz targets, which hand it bytes rather than files.
+#[doc(hidden)]
+pub fn decode_cache(bytes: &[u8], expected: [u64; 3], rec_size: u64) -> Option<RecordIndex> {
+    decode(bytes, bytes.len() as u64, expected, rec_size)
+}
+
+fn decode(
+    mut reader: impl Read,
+    file_len: u64,
+    expected: [u64; 3],
+    rec_size: u64,
+) -> Option<RecordIndex> {
     let mut magic = [0u8; 8];
     reader.read_exact(&mut magic).ok()?;
     if &magic != MAGIC {

@@ -59,10 +59,10 @@ impl RecordIndex {
         ) else {
             return Ok(Self::default());
         };
-        // An array wins while at least half of its slots hold a record.
-        let span = last - first + 1;
-        if span <= 2 * len as u64 {
-            let mut offsets = vec![NO_RECORD; span as usize];
+        // An array wins while at least half of its slots hold a record. The span is compared
+        // as `last - first`: keys 0 and u64::MAX span 2^64 slots, one more than a u64 holds.
+        if last - first < 2 * len as u64 {
+            let mut offsets = vec![NO_RECORD; (last - first) as usize + 1];
             for (i, &(key, offset)) in entries.iter().enumerate() {
                 let slot = &mut offsets[(key - first) as usize];
                 if *slot != NO_RECORD {
@@ -91,6 +91,14 @@ impl RecordIndex {
         offsets: Vec<u64>,
         rec_size: u64,
     ) -> std::result::Result<Self, String> {
+        // Keys are `first + i`; each must be a u64, or every method that names a key overflows.
+        if (offsets.len() as u64).saturating_sub(1) > u64::MAX - first {
+            return Err(format!(
+                "{} slots from key {first} run past the largest key, {}",
+                offsets.len(),
+                u64::MAX
+            ));
+        }
         let mut len = 0;
         for (i, &offset) in offsets.iter().enumerate() {
             if offset == NO_RECORD {
@@ -121,7 +129,12 @@ impl RecordIndex {
     /// Reads `idx_path`, checking each offset against `rec_size`, the length of the `.rec` file.
     pub fn read(idx_path: &Path, rec_size: u64) -> Result<Self> {
         let file = std::fs::File::open(idx_path).map_err(|e| DataError::io(idx_path, e))?;
-        let mut reader = BufReader::with_capacity(1 << 20, file);
+        Self::from_reader(BufReader::with_capacity(1 << 20, file), idx_path, rec_size)
+    }
+
+    /// Reads `.idx` text from `reader` as [`RecordIndex::read`] does; `idx_path` names it in
+    /// errors.
+    pub fn from_reader(mut reader: impl BufRead, idx_path: &Path, rec_size: u64) -> Result<Self> {
         let bad = |line: usize, reason: String| DataError::BadIndex {
             path: idx_path.to_path_buf(),
             line,
@@ -303,6 +316,20 @@ mod tests {
             std::env::temp_dir().join(format!("lvface-data-idx-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    /// Inputs the `record_index` fuzz target reaches: the span of keys 0 and u64::MAX is one more
+    /// than a u64 holds, and the dense layout's slot count overflowed.
+    #[test]
+    fn the_widest_key_span_and_dense_runs_past_the_largest_key() {
+        let index = RecordIndex::from_entries(vec![(u64::MAX, 2), (0, 1)]).unwrap();
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.offset(0), Some(1));
+        assert_eq!(index.offset(u64::MAX), Some(2));
+        assert_eq!(index.last_key(), Some(u64::MAX));
+        let err = RecordIndex::from_dense(u64::MAX, vec![0, 0], 10).unwrap_err();
+        assert!(err.contains("run past the largest key"), "{err}");
+        assert!(RecordIndex::from_dense(u64::MAX, vec![0], 10).is_ok());
     }
 
     #[test]
