@@ -37,6 +37,7 @@ mod augment;
 mod batch;
 mod bin_pairs;
 mod decode;
+mod epoch_iter;
 mod error;
 mod face_source;
 mod header_bounds;
@@ -62,12 +63,15 @@ pub use bin_pairs::BinPairs;
 pub use decode::{
     decode_face, decode_rgb, encode_jpeg, encode_png, normalize_into, resize_to, FACE_SIZE,
 };
+pub use epoch_iter::EpochIter;
 pub use error::{DataError, Result};
 pub use face_source::{EncodedFace, FaceSource};
 pub use image_folder::{is_image_file, ImageFolder};
+#[doc(hidden)]
+pub use index_cache::decode_cache;
 pub use index_cache::{cache_path, IndexOrigin};
 pub use ir_header::{IrHeader, IR_HEADER_LEN};
-pub use loader::{epoch_permutation, CorruptPolicy, EpochIter, Loader, LoaderConfig};
+pub use loader::{epoch_permutation, CorruptPolicy, Loader, LoaderConfig, Skip};
 pub use pack::{pack_folder, PackSummary};
 pub use property::Property;
 pub use record_dataset::{class_index, FaceRecord, RecordDataset, RecordLayout};

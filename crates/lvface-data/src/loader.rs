@@ -1,11 +1,10 @@
 //! [`Loader`]: shuffled, sharded, augmented batches decoded by a pool of threads.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::sync_channel;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
+use image::RgbImage;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::augment::{sample_rng, AugmentConfig};
 use crate::batch::Batch;
 use crate::decode::{decode_face, FACE_SIZE};
+use crate::epoch_iter::EpochIter;
 use crate::error::{DataError, Result};
 use crate::face_source::FaceSource;
 
@@ -22,9 +22,33 @@ use crate::face_source::FaceSource;
 pub enum CorruptPolicy {
     /// Stop with the error, which names the file, record and offset.
     Fail,
-    /// Leave the image out of its batch (the batch is one shorter) and count it; see
-    /// [`Loader::skipped`]. Labels stay aligned with their images.
+    /// Put the next readable image of the rank's epoch order in its place, with that image's
+    /// own label, so that every batch keeps `batch_size` images on every rank (a sharded
+    /// classifier needs equal batches); count it and say which, see [`Loader::skipped`] and
+    /// [`Loader::take_skips`]. The replacement is the same on every run and for any number
+    /// of workers.
     Skip,
+}
+
+/// How far along the epoch order a corrupt image's replacement is looked for before the loader
+/// gives up: a set with that many unreadable images in a row is broken, not unlucky.
+const REPLACEMENT_TRIES: usize = 64;
+
+/// Skips held for [`Loader::take_skips`]; past this many untaken ones only the count grows.
+const PENDING_SKIPS: usize = 1024;
+
+/// An image that did not read or decode under [`CorruptPolicy::Skip`], and the image put in its
+/// place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    /// Epoch of the batch.
+    pub epoch: u64,
+    /// Dataset index of the unreadable image.
+    pub index: usize,
+    /// Why it did not read, naming its file or record.
+    pub reason: String,
+    /// Dataset index of the image that took its place.
+    pub replacement: usize,
 }
 
 /// Batch size, workers, seed and augmentation of a [`Loader`].
@@ -117,7 +141,7 @@ pub struct Loader {
     rank: usize,
     world_size: usize,
     skipped: Arc<AtomicUsize>,
-    skip_notes: Arc<Mutex<Vec<String>>>,
+    skips: Arc<Mutex<Vec<Skip>>>,
 }
 
 impl std::fmt::Debug for Loader {
@@ -153,7 +177,7 @@ impl Loader {
             rank,
             world_size,
             skipped: Arc::default(),
-            skip_notes: Arc::default(),
+            skips: Arc::default(),
         })
     }
 
@@ -179,17 +203,22 @@ impl Loader {
         self.source.len() / self.world_size / self.config.batch_size
     }
 
-    /// Images skipped as corrupt so far (with [`CorruptPolicy::Skip`]).
+    /// Images replaced as corrupt so far (with [`CorruptPolicy::Skip`]); an image is counted
+    /// once per epoch it is met in.
     pub fn skipped(&self) -> usize {
         self.skipped.load(Ordering::Relaxed)
     }
 
-    /// The errors of the first (up to 16) skipped images, for the end-of-run report.
-    pub fn skip_notes(&self) -> Vec<String> {
-        self.skip_notes
+    /// The skips since the last call, by epoch and index, for the caller to log; the batches
+    /// decoded ahead are included. At most the first 1024 untaken ones are kept.
+    pub fn take_skips(&self) -> Vec<Skip> {
+        let mut skips = self
+            .skips
             .lock()
-            .map(|n| n.clone())
-            .unwrap_or_default()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        skips.sort_by_key(|s| (s.epoch, s.index));
+        skips
     }
 
     /// Starts decoding `epoch` and returns its batches, in order.
@@ -207,7 +236,7 @@ impl Loader {
                     indices: Arc::clone(&indices),
                     epoch,
                     skipped: Arc::clone(&self.skipped),
-                    skip_notes: Arc::clone(&self.skip_notes),
+                    skips: Arc::clone(&self.skips),
                 };
                 let (tx, counter, stop) = (tx.clone(), Arc::clone(&counter), Arc::clone(&stop));
                 std::thread::spawn(move || loop {
@@ -221,14 +250,7 @@ impl Loader {
                 })
             })
             .collect();
-        EpochIter {
-            rx: Some(rx),
-            pending: BTreeMap::new(),
-            next: 0,
-            total,
-            workers,
-            stop,
-        }
+        EpochIter::new(rx, total, workers, stop)
     }
 }
 
@@ -238,7 +260,7 @@ struct BatchJob {
     indices: Arc<Vec<usize>>,
     epoch: u64,
     skipped: Arc<AtomicUsize>,
-    skip_notes: Arc<Mutex<Vec<String>>>,
+    skips: Arc<Mutex<Vec<Skip>>>,
 }
 
 impl BatchJob {
@@ -246,54 +268,84 @@ impl BatchJob {
         let size = self.config.batch_size;
         let mut images = Vec::with_capacity(size);
         let (mut labels, mut kept) = (Vec::with_capacity(size), Vec::with_capacity(size));
-        for &index in &self.indices[b * size..(b + 1) * size] {
-            // A panic in a codec or a source must not end the epoch silently; it becomes an
-            // error naming the image, which no `on_corrupt` policy skips.
-            let mut origin = None;
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let face = self.source.encoded(index)?;
-                origin = Some(face.origin.clone());
-                let image = decode_face(&face.bytes, &face.origin, self.config.image_size)?;
-                let mut rng = sample_rng(self.config.seed, self.epoch, index as u64);
-                Ok((self.config.augment.apply(image, &mut rng), face.label))
-            }))
-            .unwrap_or_else(|payload| {
-                let what = origin.unwrap_or_else(|| format!("image {index} of the training set"));
-                Err(DataError::Loader {
-                    reason: format!(
-                        "{what}: reading, decoding or augmenting it panicked: {}",
-                        panic_message(payload.as_ref())
-                    ),
-                })
-            });
-            match (loaded, self.config.on_corrupt) {
-                (Ok((image, label)), _) => {
-                    images.push(image);
-                    labels.push(label as i64);
-                    kept.push(index);
-                }
-                (Err(e @ DataError::Loader { .. }), _) => return Err(e),
-                // A bad label is never skipped: it points at a broken file, not a bad image.
-                (Err(e @ DataError::BadLabel { .. }), _) | (Err(e), CorruptPolicy::Fail) => {
-                    return Err(e)
-                }
-                (Err(e), CorruptPolicy::Skip) => {
+        for position in b * size..(b + 1) * size {
+            let index = self.indices[position];
+            let (image, label, used) = match self.load(index, index) {
+                Ok((image, label)) => (image, label, index),
+                Err(e) if self.config.on_corrupt == CorruptPolicy::Skip && skippable(&e) => {
+                    let (image, label, used) = self.replacement(position, &e)?;
                     self.skipped.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut notes) = self.skip_notes.lock() {
-                        if notes.len() < 16 {
-                            notes.push(e.to_string());
+                    if let Ok(mut skips) = self.skips.lock() {
+                        if skips.len() < PENDING_SKIPS {
+                            skips.push(Skip {
+                                epoch: self.epoch,
+                                index,
+                                reason: e.to_string(),
+                                replacement: used,
+                            });
                         }
                     }
+                    (image, label, used)
                 }
+                Err(e) => return Err(e),
+            };
+            images.push(image);
+            labels.push(label as i64);
+            kept.push(used);
+        }
+        Ok(Batch::from_images(&images, labels, kept))
+    }
+
+    /// The next readable image after `position` in the rank's epoch order (wrapping round),
+    /// for the corrupt image there. It is augmented with the corrupt image's random stream, so
+    /// that it does not repeat its own augmentation when both are in one batch.
+    fn replacement(&self, position: usize, why: &DataError) -> Result<(RgbImage, usize, usize)> {
+        let slot = self.indices[position];
+        let tries = REPLACEMENT_TRIES.min(self.indices.len() - 1);
+        for step in 1..=tries {
+            let index = self.indices[(position + step) % self.indices.len()];
+            match self.load(index, slot) {
+                Ok((image, label)) => return Ok((image, label, index)),
+                Err(e) if skippable(&e) => continue,
+                Err(e) => return Err(e),
             }
         }
-        let mut batch = Batch::from_images(&images, labels, kept);
-        if batch.is_empty() {
-            let side = self.config.image_size as usize;
-            batch.shape = [0, 3, side, side];
-        }
-        Ok(batch)
+        Err(DataError::Loader {
+            reason: format!(
+                "{why}; the next {tries} images of the epoch do not read either, so none can \
+                 take its place (data.on_corrupt = \"skip\")"
+            ),
+        })
     }
+
+    /// Image `index` and its label, augmented with the random stream of sample `stream`.
+    fn load(&self, index: usize, stream: usize) -> Result<(RgbImage, usize)> {
+        // A panic in a codec or a source must not end the epoch silently; it becomes an
+        // error naming the image, which no `on_corrupt` policy skips.
+        let mut origin = None;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let face = self.source.encoded(index)?;
+            origin = Some(face.origin.clone());
+            let image = decode_face(&face.bytes, &face.origin, self.config.image_size)?;
+            let mut rng = sample_rng(self.config.seed, self.epoch, stream as u64);
+            Ok((self.config.augment.apply(image, &mut rng), face.label))
+        }))
+        .unwrap_or_else(|payload| {
+            let what = origin.unwrap_or_else(|| format!("image {index} of the training set"));
+            Err(DataError::Loader {
+                reason: format!(
+                    "{what}: reading, decoding or augmenting it panicked: {}",
+                    panic_message(payload.as_ref())
+                ),
+            })
+        })
+    }
+}
+
+/// Whether `on_corrupt = "skip"` may replace an image that failed with `error`: a panic and a
+/// bad label are never skipped, since they point at a broken program or file, not a bad image.
+fn skippable(error: &DataError) -> bool {
+    !matches!(error, DataError::Loader { .. } | DataError::BadLabel { .. })
 }
 
 /// The text a panic carried, when it is a string.
@@ -303,72 +355,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into())
-}
-
-/// The batches of one epoch on one rank, in order; dropping it stops the workers.
-pub struct EpochIter {
-    rx: Option<Receiver<(usize, Result<Batch>)>>,
-    pending: BTreeMap<usize, Result<Batch>>,
-    next: usize,
-    total: usize,
-    workers: Vec<JoinHandle<()>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl EpochIter {
-    /// Number of batches this epoch yields in all.
-    pub fn total(&self) -> usize {
-        self.total
-    }
-}
-
-impl Iterator for EpochIter {
-    type Item = Result<Batch>;
-
-    fn next(&mut self) -> Option<Result<Batch>> {
-        if self.next >= self.total {
-            return None;
-        }
-        let rx = self.rx.as_ref()?;
-        let batch = loop {
-            if let Some(batch) = self.pending.remove(&self.next) {
-                break batch;
-            }
-            match rx.recv() {
-                Ok((b, batch)) => {
-                    self.pending.insert(b, batch);
-                }
-                // Every worker is gone with batches still owed: say so rather than end early.
-                Err(_) => {
-                    let error = DataError::Loader {
-                        reason: format!(
-                            "the workers stopped before batch {} of {}",
-                            self.next, self.total
-                        ),
-                    };
-                    self.next = self.total;
-                    return Some(Err(error));
-                }
-            }
-        };
-        self.next += 1;
-        if batch.is_err() {
-            // After an error the epoch ends: later batches would be out of step with the error.
-            self.next = self.total;
-        }
-        Some(batch)
-    }
-}
-
-impl Drop for EpochIter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Dropping the receiver unblocks workers waiting to send.
-        self.rx = None;
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -446,15 +432,18 @@ mod tests {
         let b: Vec<Batch> = three.epoch(2).map(|b| b.unwrap()).collect();
         assert_eq!(a.len(), 10);
         assert_eq!(a, b);
-        // Every kept image shows its own index as grey level, with its own label.
+        // Every image shows its own index as grey level, with its own label; the corrupt image
+        // 5 is replaced by the one after it in the epoch order.
         let order = one.epoch_indices(2);
+        let at = order.iter().position(|&i| i == 5).unwrap();
+        let next = order[(at + 1) % order.len()];
         for (k, batch) in a.iter().enumerate() {
             let expected: Vec<usize> = order[k * 4..k * 4 + 4]
                 .iter()
-                .copied()
-                .filter(|&i| i != 5)
+                .map(|&i| if i == 5 { next } else { i })
                 .collect();
             assert_eq!(batch.indices, expected);
+            assert_eq!(batch.len(), 4);
             for (j, &index) in batch.indices.iter().enumerate() {
                 assert_eq!(batch.labels[j], (index % 7) as i64);
                 let value = batch.pixels[j * 3 * 64];
@@ -462,7 +451,79 @@ mod tests {
             }
         }
         assert_eq!(one.skipped(), 1);
-        assert!(one.skip_notes()[0].contains("flat 5"));
+        let skips = one.take_skips();
+        assert_eq!(skips.len(), 1);
+        assert_eq!((skips[0].epoch, skips[0].index), (2, 5));
+        assert_eq!(skips[0].replacement, next);
+        assert!(skips[0].reason.contains("flat 5"), "{}", skips[0].reason);
+        assert!(one.take_skips().is_empty(), "taken skips are gone");
+    }
+
+    /// With several ranks every batch stays full, so that the ranks' batches keep one size,
+    /// and the replacement is the same on every run.
+    #[test]
+    fn a_skipped_image_keeps_every_rank_batch_full_and_deterministic() {
+        let source: Arc<dyn FaceSource> = Arc::new(Flat(24));
+        let epoch = |workers: usize| -> Vec<Vec<Batch>> {
+            (0..2)
+                .map(|rank| {
+                    let loader =
+                        Loader::new(Arc::clone(&source), config(workers), rank, 2).unwrap();
+                    loader.epoch(0).map(|b| b.unwrap()).collect()
+                })
+                .collect()
+        };
+        let first = epoch(1);
+        for batches in &first {
+            assert_eq!(batches.len(), 3);
+            assert!(batches.iter().all(|b| b.len() == 4 && b.labels.len() == 4));
+        }
+        let all: Vec<usize> = first
+            .iter()
+            .flatten()
+            .flat_map(|b| b.indices.clone())
+            .collect();
+        assert!(!all.contains(&5));
+        assert_eq!(epoch(1), first, "the same on a second run");
+        assert_eq!(epoch(2), first, "the same with more workers");
+    }
+
+    /// Every image corrupt: no replacement exists, and the loader says so instead of searching
+    /// the whole epoch.
+    struct Broken;
+
+    impl FaceSource for Broken {
+        fn len(&self) -> usize {
+            200
+        }
+        fn num_classes(&self) -> Option<usize> {
+            Some(7)
+        }
+        fn encoded(&self, index: usize) -> Result<EncodedFace> {
+            Ok(EncodedFace {
+                bytes: b"not an image".to_vec(),
+                label: 0,
+                origin: format!("broken {index}"),
+            })
+        }
+    }
+
+    #[test]
+    fn a_set_with_no_readable_image_in_reach_is_an_error_naming_the_image() {
+        let source: Arc<dyn FaceSource> = Arc::new(Broken);
+        let unshuffled = LoaderConfig {
+            shuffle: false,
+            ..config(1)
+        };
+        let loader = Loader::new(source, unshuffled, 0, 1).unwrap();
+        let results: Vec<Result<Batch>> = loader.epoch(0).collect();
+        assert_eq!(results.len(), 1);
+        let err = results[0].as_ref().unwrap_err().to_string();
+        assert!(
+            err.contains("broken 0") && err.contains("next 64 images"),
+            "{err}"
+        );
+        assert_eq!(loader.skipped(), 0);
     }
 
     #[test]

@@ -98,8 +98,11 @@ pub fn save_shard(dir: &Path, shard: ClassShard, tensors: &[ShardTensor]) -> Res
         })
         .collect::<Result<Vec<_>>>()?;
     let tmp = with_suffix(&path, ".tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| fail(e.to_string()))
+    let written = safetensors::serialize_to_file(views, None, &tmp)
+        .map_err(|e| e.to_string())
+        .and_then(|()| sync(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+    discard_on_error(written, &tmp).map_err(fail)
 }
 
 /// Writes the manifest of a checkpoint of `world_size` shards (after every shard is written).
@@ -138,8 +141,31 @@ pub fn write_manifest(
     }
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| fail(e.to_string()))?;
     let tmp = with_suffix(&path, ".tmp");
-    std::fs::write(&tmp, text).map_err(|e| fail(e.to_string()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| fail(e.to_string()))
+    let written = std::fs::write(&tmp, text)
+        .map_err(|e| e.to_string())
+        .and_then(|()| sync(&tmp))
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| e.to_string()));
+    discard_on_error(written, &tmp).map_err(fail)
+}
+
+/// Waits until the file at `path` is on the disk: a full disk or a device error that the
+/// operating system reports late shows here, before the file is renamed into place.
+fn sync(path: &Path) -> std::result::Result<(), String> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| e.to_string())
+}
+
+/// `written`, removing the temporary file `tmp` when it failed, so that a full disk leaves no
+/// partial file behind.
+fn discard_on_error(
+    written: std::result::Result<(), String>,
+    tmp: &Path,
+) -> std::result::Result<(), String> {
+    if written.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    written
 }
 
 /// Reads the manifest of a sharded checkpoint.

@@ -5,25 +5,29 @@
 //! - `optimizer.bin`: AdamW's moments and step counts of the backbone, keyed by parameter
 //!   position (parameter ids are random per process, positions are not);
 //! - `classifier/`: the class-indexed state, one file per rank plus `manifest.json`
-//!   (lvface-pfc's sharded checkpoint): centres, their AdamW moments, EMA prototypes and their
-//!   lengths. Read back onto any number of ranks, it is re-sharded;
+//!   (lvface-pfc's sharded checkpoint): centres, their AdamW moments, EMA prototypes and the
+//!   class means and squared lengths of the length estimate. Read back onto any number of
+//!   ranks, it is re-sharded;
 //! - `state.json`: step, epoch, phase, ranks, and what the step's randomness derives from.
 //!
 //! The folder is written under a `.tmp` name and renamed into place, then `RUN_DIR/checkpoints/
 //! latest` (itself written to a temporary file and renamed) names it: a crash at any moment
-//! leaves the previous checkpoint whole and named. Every rank writes its shard into the
+//! leaves the previous checkpoint whole and named. A write that fails (a full disk) is an
+//! error naming the file; the temporary folder is removed, so that nothing half-written is left
+//! for a later save or a resume to trip on. Every rank writes its shard into the
 //! temporary folder; rank 0 publishes it once all have. Randomness needs no saved generator:
 //! masking and drop path reseed the backend from `(seed, batch, rank)`, negative sampling is a
 //! pure function of `(seed, batch, rank)`, shuffling and augmentation of `(seed, epoch, index)`,
 //! so the data position is the step itself.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use burn::module::{ModuleVisitor, Param, ParamId};
 use burn::optim::{AdaptiveMomentumState, Optimizer};
 use burn::prelude::*;
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{BinBytesRecorder, BinFileRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use lvface_loss::PrototypeBank;
 use lvface_pfc::checkpoint::ShardTensor;
@@ -138,19 +142,21 @@ pub fn save<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     let dir = root.join(&name);
     let tmp = root.join(format!("{name}.tmp"));
     let prepared = || -> Result<()> {
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
-        }
+        remove_temporaries(&root)?;
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))
     };
     agree(comm, &device, if lead { prepared() } else { Ok(()) })?;
+    // Every error below reaches all ranks through `agree` before any returns it, so no rank
+    // is still writing into the folder when rank 0 removes it.
+    let _unpublished = lead.then(|| RemoveOnDrop(tmp.clone()));
 
     let backbone_moments = backbone_record(model, optim);
     let centre_moments = optim.centres.state();
     let mut tensors = vec![
         shard_tensor(CENTRES, model.centres.val().inner()),
         shard_tensor(PROTOTYPES, bank.prototypes().inner()),
-        shard_tensor(LENGTHS, bank.lengths().inner()),
+        shard_tensor(MEANS, bank.means().inner()),
+        shard_tensor(SQUARED_LENGTHS, bank.squared_lengths().inner()),
     ];
     if let Some(state) = centre_moments {
         tensors.push(shard_tensor(MOMENT_1, state.moment_1.clone()));
@@ -173,9 +179,16 @@ pub fn save<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         // the file holds the statistics of the step just done.
         let _ = model.backbone.clone().into_record();
         model.backbone.save_weights(tmp.join(BACKBONE_FILE))?;
-        BinFileRecorder::<FullPrecisionSettings>::new()
-            .record(backbone_moments, tmp.join("optimizer"))
-            .context("writing the optimizer state")?;
+        // Encoded in memory (two moments a parameter) and written here rather than by the file
+        // recorder, whose buffered writer drops an error of its last flush: a disk filling up
+        // at the end of the file would leave a short optimizer.bin that looks written.
+        let moments = Recorder::<B>::record(
+            &BinBytesRecorder::<FullPrecisionSettings>::new(),
+            backbone_moments,
+            (),
+        )
+        .context("encoding the optimizer state")?;
+        write_synced(&tmp.join("optimizer.bin"), &moments)?;
         let state = TrainState {
             centre_steps: centre_moments.map_or(0, |s| s.time),
             world_size: shard.world_size,
@@ -235,6 +248,7 @@ pub fn load<B: AutodiffBackend>(
     let classifier = dir.join(CLASSIFIER);
     let mut tensors =
         lvface_pfc::checkpoint::by_name(lvface_pfc::checkpoint::load_shard(&classifier, shard)?);
+    let has_means = tensors.contains_key(MEANS);
     let mut take = |name: &str| {
         tensors.remove(name).with_context(|| {
             format!(
@@ -254,11 +268,25 @@ pub fn load<B: AutodiffBackend>(
     }
     model = model.with_centres(from_shard(centres, device));
     let bank_config = *bank.config();
-    *bank = PrototypeBank::from_tensors(
-        bank_config,
-        Tensor::from_inner(from_shard(take(PROTOTYPES)?, device)),
-        Tensor::from_inner(from_shard::<B::InnerBackend, 1>(take(LENGTHS)?, device)),
-    );
+    let prototypes = Tensor::from_inner(from_shard(take(PROTOTYPES)?, device));
+    *bank = if has_means {
+        PrototypeBank::from_state(
+            bank_config,
+            prototypes,
+            Tensor::from_inner(from_shard(take(MEANS)?, device)),
+            Tensor::from_inner(from_shard::<B::InnerBackend, 1>(
+                take(SQUARED_LENGTHS)?,
+                device,
+            )),
+        )
+    } else {
+        // Written before the bank kept class means: its lengths seed them.
+        PrototypeBank::from_tensors(
+            bank_config,
+            prototypes,
+            Tensor::from_inner(from_shard::<B::InnerBackend, 1>(take(LENGTHS)?, device)),
+        )
+    };
     let centre_state = if state.centre_steps > 0 {
         Some(AdaptiveMomentumState::new(
             state.centre_steps,
@@ -297,6 +325,9 @@ const CENTRES: &str = "centres";
 const MOMENT_1: &str = "centres.adamw.moment_1";
 const MOMENT_2: &str = "centres.adamw.moment_2";
 const PROTOTYPES: &str = "prototypes";
+const MEANS: &str = "prototype_means";
+const SQUARED_LENGTHS: &str = "prototype_squared_lengths";
+/// What checkpoints written before `prototype_means` held instead of it and the squared lengths.
 const LENGTHS: &str = "prototype_lengths";
 
 /// The backbone's AdamW state, keyed by parameter position.
@@ -327,13 +358,60 @@ fn from_shard<B: Backend, const D: usize>(tensor: ShardTensor, device: &B::Devic
     Tensor::from_data(TensorData::new(tensor.values, tensor.shape), device)
 }
 
-/// Writes `text` to `path` through a temporary file renamed into place.
+/// Writes `text` to `path` through a temporary file renamed into place; on failure the
+/// temporary file is removed and `path` is as it was.
 pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+    let written = write_synced(&tmp, text.as_bytes()).and_then(|()| {
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes `bytes` to a new file `path` and waits until they are on the disk, so that a full
+/// disk or a device error shows here, naming the file, and not after the checkpoint is named.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Removes what a save that failed or was killed left in the checkpoint folder `root`: the
+/// temporary `step-*.tmp` folders and `latest.tmp`, none of which a resume reads.
+fn remove_temporaries(root: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Ok(());
+    };
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if path.extension().is_some_and(|e| e == "tmp") {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a checkpoint's temporary folder when the save returns without having renamed it
+/// into place.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Parameter ids in visiting order, which is fixed by the module's structure.

@@ -55,6 +55,20 @@ pub(crate) fn agree<T, B: Backend, C: Collective<B>>(
     }
 }
 
+/// The sum of `count` over the ranks, on every rank (exact below 2^24; counts of skipped
+/// images stay far below). One all-reduce; nothing with a single rank.
+pub(crate) fn total<B: Backend, C: Collective<B>>(
+    comm: &C,
+    device: &B::Device,
+    count: usize,
+) -> Result<usize> {
+    if comm.world_size() == 1 {
+        return Ok(count);
+    }
+    let sum = comm.all_reduce_sum(Tensor::<B, 1>::from_floats([count as f32], device))?;
+    Ok(sum.into_scalar().elem::<f32>().round() as usize)
+}
+
 /// Rank 0's `result` on every rank: when rank 0 failed, every rank returns its error message,
 /// word for word (flattened to one line), so that a launch whose ranks print their errors side by
 /// side shows one reason. The other ranks' `result` is ignored. Two broadcasts (the message's

@@ -134,8 +134,15 @@ fn pixel_accuracy(pixels: &[(String, VerificationReport)], name: &str) -> Option
         .map(|(_, r)| r.accuracy)
 }
 
-/// `RUN_DIR/report.json`: steps, final loss and, per pair set, the verification figures.
-pub(crate) fn write_report(run_dir: &Path, summary: &RunSummary, skipped: u64) -> Result<()> {
+/// `RUN_DIR/report.json`: steps, final loss and, per pair set, the verification figures;
+/// `skipped` steps (not finite) and `skipped_images` (corrupt images replaced on all ranks by
+/// this invocation, once per epoch each).
+pub(crate) fn write_report(
+    run_dir: &Path,
+    summary: &RunSummary,
+    skipped: u64,
+    skipped_images: usize,
+) -> Result<()> {
     let sets: Vec<serde_json::Value> = summary
         .verification
         .iter()
@@ -151,6 +158,7 @@ pub(crate) fn write_report(run_dir: &Path, summary: &RunSummary, skipped: u64) -
     let report = serde_json::json!({
         "steps": summary.steps,
         "skipped_steps": skipped,
+        "skipped_images": skipped_images,
         "final_loss": summary.losses.last().map(|l| l.1),
         "verification": sets,
     });

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use lvface_data::{FaceSource, ImageFolder, RecordDataset};
+use lvface_data::{FaceSource, ImageFolder, Loader, RecordDataset};
 
 /// What kind of training set a `data.rec` path holds, decided from the file system alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,22 @@ pub fn open_training_source(path: &str) -> Result<(Arc<dyn FaceSource>, usize)> 
     })?;
     check_class_count(classes, path)?;
     Ok((source, classes))
+}
+
+/// Names on stderr, one line each, the images `loader` replaced since the last call under
+/// `data.on_corrupt = "skip"`, so that a bad file is found from the log of the rank that met it.
+// A warning, like the other warnings of the binary, goes to stderr.
+#[allow(clippy::print_stderr)]
+pub(crate) fn log_skips(loader: &Loader, rank: usize) {
+    for skip in loader.take_skips() {
+        // A decoder's message may hold line breaks; the warning stays one line.
+        let reason = skip.reason.trim().replace(['\n', '\r'], " ");
+        eprintln!(
+            "warning: rank {rank}, epoch {}: skipped {} (data.on_corrupt = \"skip\"); image {} \
+             of the training set takes its place",
+            skip.epoch, reason, skip.replacement
+        );
+    }
 }
 
 /// Refuses a class count the classifier cannot hold, before anything is allocated for it (the

@@ -297,6 +297,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                 });
             let batches =
                 agree(comm, device, batches).map_err(|e| at_step(e, step + 1, run_dir))?;
+            crate::source::log_skips(&loader, rank);
             let lr = schedule.lr(step);
             let outcome;
             (model, outcome) = plan
@@ -430,6 +431,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         }
     }
     let finished = state.step == schedule.total_steps;
+    let skipped_images = crate::ranks::total(comm, device, loader.skipped())?;
     let mut summary = RunSummary {
         steps: state.step,
         losses,
@@ -447,7 +449,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             summary.verification = verification;
             summary.pixel_baseline = pixels;
             report::print_table(&summary.verification, &summary.pixel_baseline);
-            report::write_report(run_dir, &summary, state.skipped)?;
+            report::write_report(run_dir, &summary, state.skipped, skipped_images)?;
         }
         let plots = report::write_curves(run_dir)?;
         if let Some(loss_png) = plots.first() {

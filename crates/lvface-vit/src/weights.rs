@@ -105,7 +105,11 @@ impl<B: Backend> Vit<B> {
             .remap(remapper(&SAVE_RULES))
             .overwrite(true)
             .collect_from::<B, _>(self)
-            .map_err(|e| write_error(e.to_string()))?;
+            .map_err(|e| {
+                // A full disk leaves a partial file, which nothing would ever remove.
+                let _ = std::fs::remove_file(&tmp);
+                write_error(e.to_string())
+            })?;
         std::fs::rename(&tmp, path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             write_error(e.to_string())
