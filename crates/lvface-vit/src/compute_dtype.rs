@@ -1,10 +1,11 @@
 //! [`ComputeDType`]: mixed precision as PyTorch's automatic mixed precision (AMP) does it.
 //!
 //! Parameters stay f32 (the master weights the optimizer updates). In a half-precision
-//! [`ComputeDType`] the heavy products of the backbone (the Linear layers, the patch
-//! convolution and the two attention products) cast their operands to the half type, multiply
-//! there, and cast the result back to the input's type, so everything between them (LayerNorm,
-//! softmax, BatchNorm, residual adds, biases) and the output stay f32. burn's autodiff
+//! [`ComputeDType`] the heavy products of the backbone (the Linear layers and the patch
+//! convolution) cast their operands to the half type, multiply there, and cast the result back
+//! to the input's type, so everything between them (LayerNorm, the attention products and
+//! softmax, BatchNorm, residual adds, biases) and the output stay f32, as in insightface's ViT,
+//! which turns autocast off around `q·kᵀ`, the softmax and `·v`. burn's autodiff
 //! differentiates the casts, so every gradient reaching a parameter is f32 as well.
 
 use burn::nn::conv::Conv2d;
@@ -104,19 +105,6 @@ impl ComputeDType {
             Some(bias) => y + bias.val().reshape([1, -1, 1, 1]),
             None => y,
         }
-    }
-
-    /// `lhs.matmul(rhs)` in this type, the result in `lhs`'s type.
-    pub(crate) fn matmul<B: Backend, const D: usize>(
-        self,
-        lhs: Tensor<B, D>,
-        rhs: Tensor<B, D>,
-    ) -> Tensor<B, D> {
-        let Some(half) = self.half() else {
-            return lhs.matmul(rhs);
-        };
-        let dtype = lhs.dtype();
-        lhs.cast(half).matmul(rhs.cast(half)).cast(dtype)
     }
 }
 

@@ -25,8 +25,8 @@ impl<B: Backend> Mlp<B> {
         device: &B::Device,
     ) -> Self {
         Self {
-            fc1: init::linear(dim, hidden, true).init(device),
-            fc2: init::linear(hidden, dim, true).init(device),
+            fc1: init::linear(dim, hidden, true, device),
+            fc2: init::linear(hidden, dim, true, device),
             compute_dtype,
         }
     }
