@@ -117,42 +117,99 @@ impl CurricularFace {
         labels: Tensor<B, 1, Int>,
     ) -> Tensor<B, 2> {
         let [batch, _] = cos.dims();
-        let m = self.config.m;
         let absent = labels.clone().lower_elem(0).reshape([batch, 1]);
         let index = labels.clone().clamp_min(0).reshape([batch, 1]);
-        let target = cos.clone().gather(1, index.clone());
-
-        let present = absent.clone().bool_not().reshape([batch]);
-        let values: Vec<f64> = target
+        let target = cos.clone().gather(1, index).detach();
+        let values = host(target.clone().reshape([batch]));
+        let flags: Vec<bool> = absent
             .clone()
-            .detach()
+            .bool_not()
             .reshape([batch])
             .into_data()
-            .convert::<f64>()
             .to_vec()
-            .expect("float");
-        let flags: Vec<bool> = present.into_data().to_vec().expect("bool");
-        let (sum, count) = values
+            .expect("bool");
+        let present: Vec<f64> = values
             .iter()
             .zip(&flags)
             .filter(|(_, &p)| p)
-            .fold((0.0, 0usize), |(s, n), (v, _)| (s + v, n + 1));
-        if count > 0 {
-            let mu = self.config.t_momentum;
-            self.t = mu * sum / count as f64 + (1.0 - mu) * self.t;
-        }
+            .map(|(v, _)| *v)
+            .collect();
+        self.update_t(&present);
+        let threshold = self
+            .margined(target)
+            .mask_fill(absent, f64::INFINITY)
+            .reshape([batch]);
+        self.logits_with_thresholds(cos, labels, threshold)
+    }
 
+    /// Folds a batch's target cosines into `t`: `t ← μ·mean + (1 - μ)·t`; an empty batch leaves
+    /// it. A sharded classifier passes the target cosine of every row of the gathered batch, so
+    /// every rank keeps the `t` one device would.
+    pub fn update_t(&mut self, target_cosines: &[f64]) {
+        if target_cosines.is_empty() {
+            return;
+        }
+        let mean = target_cosines.iter().sum::<f64>() / target_cosines.len() as f64;
+        let mu = self.config.t_momentum;
+        self.t = mu * mean + (1.0 - mu) * self.t;
+    }
+
+    /// The scaled logits of a shard of the classes, after [`update_t`](Self::update_t) has seen
+    /// the whole batch: a column is a hard negative when its cosine is above the row's
+    /// threshold `cos(θ_y + m)`, which needs the row's target cosine even where its class is
+    /// on another shard.
+    ///
+    /// # Shapes
+    /// - cos: `[batch, classes]`, in `[-1, 1]`
+    /// - labels: `[batch]`, in `-1..classes` (`-1`: the class is not among these columns)
+    /// - target_cosines: `[batch]`, every row's target cosine wherever its class is
+    /// - output: `[batch, classes]`
+    pub fn forward_logits_shard<B: Backend>(
+        &self,
+        cos: Tensor<B, 2>,
+        labels: Tensor<B, 1, Int>,
+        target_cosines: Tensor<B, 1>,
+    ) -> Tensor<B, 2> {
+        let [batch] = target_cosines.dims();
+        let threshold = self
+            .margined(target_cosines.detach().reshape([batch, 1]))
+            .reshape([batch]);
+        self.logits_with_thresholds(cos, labels, threshold)
+    }
+
+    /// `cos(θ + m)` of target cosines, θ through a guarded `acos`.
+    ///
+    /// # Shapes
+    /// - target: `[batch, 1]`
+    /// - output: `[batch, 1]`
+    fn margined<B: Backend>(&self, target: Tensor<B, 2>) -> Tensor<B, 2> {
         let edge = 1e-6;
         let inner = target.clone().clamp(-1.0 + edge, 1.0 - edge);
-        let theta = inner.clone().acos() + (target.clone().acos() - inner.acos()).detach();
-        let margined = theta.add_scalar(m).cos();
+        let theta = inner.clone().acos() + (target.acos() - inner.acos()).detach();
+        theta.add_scalar(self.config.m).cos()
+    }
+
+    /// The logits with hard negatives judged against each row's `threshold` (`∞`: none).
+    fn logits_with_thresholds<B: Backend>(
+        &self,
+        cos: Tensor<B, 2>,
+        labels: Tensor<B, 1, Int>,
+        threshold: Tensor<B, 1>,
+    ) -> Tensor<B, 2> {
+        let [batch, _] = cos.dims();
+        let m = self.config.m;
+        let absent = labels.clone().lower_elem(0).reshape([batch, 1]);
+        let index = labels.clamp_min(0).reshape([batch, 1]);
+        let target = cos.clone().gather(1, index.clone());
+        let margined = self.margined(target.clone());
         let fallback = target.clone().sub_scalar(m * (PI - m).sin());
-        let easy = target.clone().greater_elem((PI - m).cos());
-        let final_target = fallback.mask_where(easy, margined.clone());
+        let easy = target.greater_elem((PI - m).cos());
+        let final_target = fallback.mask_where(easy, margined);
 
         // Hard negatives are judged against the unguarded cos(θ_y + m), as the reference does.
-        let threshold = margined.detach().mask_fill(absent.clone(), f64::INFINITY);
-        let hard = cos.clone().greater(threshold.expand(cos.dims()));
+        let hard = cos
+            .clone()
+            .greater(threshold.reshape([batch, 1]).expand(cos.dims()));
         let modulated = cos.clone() * cos.clone().add_scalar(self.t);
         let logits = cos.mask_where(hard, modulated);
         let current = logits.clone().gather(1, index.clone());
@@ -178,4 +235,8 @@ impl CurricularFace {
         let logits = self.forward_logits(cosine_matrix(embeddings, centres), labels.clone());
         softmax_cross_entropy(logits, labels)
     }
+}
+
+fn host<B: Backend>(t: Tensor<B, 1>) -> Vec<f64> {
+    t.into_data().convert::<f64>().to_vec().expect("float")
 }

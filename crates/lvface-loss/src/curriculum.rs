@@ -2,13 +2,16 @@
 //!
 //! A list of phases, each starting at an epoch and lasting until the next one starts. The
 //! default is the paper's (§4): epochs `[0, 40)` combined margin with Partial FC sampling at rate
-//! 0.3, epochs `[40, 100)` the stable stage with prototypes and no sampling. Three phases (for
-//! instance sampling, then prototypes with sampling, then prototypes on all classes) are written
-//! the same way.
+//! 0.3, epochs `[40, 100)` the stable stage with prototypes and no sampling. Three phases (the
+//! later version's Progressive Cluster Optimization: sampling, then prototypes with sampling,
+//! then prototypes on all classes) are written the same way. A phase without prototypes may use
+//! CurricularFace or AdaFace instead of the combined margin.
 
 use serde::{Deserialize, Serialize};
 
+use crate::ada_face::AdaFaceConfig;
 use crate::combined_margin::CombinedMarginConfig;
+use crate::curricular_face::CurricularFaceConfig;
 use crate::error::{LossError, Result};
 use crate::negative_sampler::validate_rate;
 
@@ -18,9 +21,18 @@ use crate::negative_sampler::validate_rate;
 pub struct Phase {
     /// First epoch of the phase (0-based).
     pub start_epoch: usize,
-    /// The margin on the class-centre logits.
+    /// The loss on the class-centre logits.
+    #[serde(default)]
+    pub margin_loss: MarginLoss,
+    /// The combined margin, when `margin_loss` is `combined` (and always with prototypes).
     #[serde(default)]
     pub margin: CombinedMarginConfig,
+    /// CurricularFace's parameters, when `margin_loss` is `curricular_face`.
+    #[serde(default)]
+    pub curricular_face: CurricularFaceConfig,
+    /// AdaFace's parameters, when `margin_loss` is `ada_face`.
+    #[serde(default)]
+    pub ada_face: AdaFaceConfig,
     /// Whether Partial FC negative sampling is on.
     #[serde(default)]
     pub sampling: bool,
@@ -36,7 +48,45 @@ fn one() -> f64 {
     1.0
 }
 
+/// Which margin loss a [`Phase`] puts on its class-centre logits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarginLoss {
+    /// ArcFace / CosFace / SphereFace, [`CombinedMarginConfig`] (the phase's `margin`).
+    #[default]
+    Combined,
+    /// CurricularFace, [`CurricularFaceConfig`] (the phase's `curricular_face`).
+    CurricularFace,
+    /// AdaFace, [`AdaFaceConfig`] (the phase's `ada_face`).
+    AdaFace,
+}
+
+impl Default for Phase {
+    /// A phase from epoch 0: ArcFace `m = 0.5`, all classes, no prototypes.
+    fn default() -> Self {
+        Self {
+            start_epoch: 0,
+            margin_loss: MarginLoss::Combined,
+            margin: CombinedMarginConfig::arcface(0.5),
+            curricular_face: CurricularFaceConfig::default(),
+            ada_face: AdaFaceConfig::default(),
+            sampling: false,
+            sample_rate: 1.0,
+            prototypes: false,
+        }
+    }
+}
+
 impl Phase {
+    /// The scale `s` of the phase's margin loss.
+    pub fn scale(&self) -> f64 {
+        match self.margin_loss {
+            MarginLoss::Combined => self.margin.s,
+            MarginLoss::CurricularFace => self.curricular_face.s,
+            MarginLoss::AdaFace => self.ada_face.s,
+        }
+    }
+
     /// The fraction of classes a step of this phase uses: `sample_rate` if sampling is on, else 1.
     pub fn effective_sample_rate(&self) -> f64 {
         if self.sampling {
@@ -77,6 +127,7 @@ impl CurriculumConfig {
                     sampling: true,
                     sample_rate: 0.3,
                     prototypes: false,
+                    ..Phase::default()
                 },
                 Phase {
                     start_epoch: 40,
@@ -84,6 +135,7 @@ impl CurriculumConfig {
                     sampling: false,
                     sample_rate: 1.0,
                     prototypes: true,
+                    ..Phase::default()
                 },
             ],
         }
@@ -132,7 +184,25 @@ impl CurriculumConfig {
                     phase.start_epoch,
                 ));
             }
-            phase.margin.validate_at(&key("margin"))?;
+            match phase.margin_loss {
+                MarginLoss::Combined => phase.margin.validate_at(&key("margin"))?,
+                MarginLoss::CurricularFace => phase
+                    .curricular_face
+                    .validate()
+                    .map_err(|e| e.under(&format!("curriculum.phases[{i}]")))?,
+                MarginLoss::AdaFace => phase
+                    .ada_face
+                    .validate()
+                    .map_err(|e| e.under(&format!("curriculum.phases[{i}]")))?,
+            }
+            if phase.prototypes && phase.margin_loss != MarginLoss::Combined {
+                return Err(LossError::invalid(
+                    key("margin_loss"),
+                    "must be \"combined\" in a phase with prototypes (the stable stage's \
+                     Eq. 19 weights the combined margin's target)",
+                    format!("{:?}", phase.margin_loss),
+                ));
+            }
             if phase.sampling {
                 validate_rate(&key("sample_rate"), phase.sample_rate)?;
             }
@@ -235,6 +305,7 @@ mod tests {
                     sampling: true,
                     sample_rate: 0.2,
                     prototypes: false,
+                    ..Phase::default()
                 },
                 Phase {
                     start_epoch: 10,
@@ -242,6 +313,7 @@ mod tests {
                     sampling: true,
                     sample_rate: 0.2,
                     prototypes: true,
+                    ..Phase::default()
                 },
                 Phase {
                     start_epoch: 20,
@@ -249,6 +321,7 @@ mod tests {
                     sampling: false,
                     sample_rate: 1.0,
                     prototypes: true,
+                    ..Phase::default()
                 },
             ],
         };

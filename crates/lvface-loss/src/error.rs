@@ -46,6 +46,19 @@ impl LossError {
             value: value.to_string(),
         }
     }
+
+    /// The same error with its key under `prefix` (`curricular_face.m` becomes
+    /// `curriculum.phases[1].curricular_face.m`).
+    pub(crate) fn under(self, prefix: &str) -> Self {
+        match self {
+            Self::InvalidConfig { field, rule, value } => Self::InvalidConfig {
+                field: format!("{prefix}.{field}"),
+                rule,
+                value,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Result with a [`LossError`].

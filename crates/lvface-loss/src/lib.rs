@@ -53,7 +53,7 @@ pub use cross_entropy::{
     log_sum_exp, softmax_cross_entropy, softmax_cross_entropy_per_row, target_logits,
 };
 pub use curricular_face::{CurricularFace, CurricularFaceConfig};
-pub use curriculum::{Curriculum, CurriculumConfig, Phase};
+pub use curriculum::{Curriculum, CurriculumConfig, MarginLoss, Phase};
 pub use error::{LossError, Result};
 pub use negative_sampler::{NegativeSampler, NegativeSamplerConfig, SampledClasses};
 pub use prototype_bank::{Momentum, PrototypeBank, PrototypeBankConfig};

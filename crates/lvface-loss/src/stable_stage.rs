@@ -2,8 +2,8 @@
 //! logits. The interpretation of Eq. 19 is written out in `docs/losses.md`.
 //!
 //! Target logit `s·a_y·(cos(m1·θ_y + m2) - m3)` with `a_y = ‖α(w, x)‖_y` the length of class
-//! `y`'s feature expectation from the [`PrototypeBank`], clamped to `[0, 1]` and detached; other
-//! logits `s·cos θ_j` over all classes (no sampling in this stage). As in EPL, the prototype
+//! `y`'s feature expectation from the [`PrototypeBank`], in `[0, 1]` and detached; other
+//! logits `s·cos θ_j` over the classes given (all of them, or those Partial FC sampled). As in EPL, the prototype
 //! logits `s·(⟨x̂, P̂_j⟩ - k·detach(⟨x̂, P̂_y⟩)·[j = y])` form a second copy of the batch, and the
 //! loss is `(L_centres + λ·L_prototypes) / (1 + λ)`; `λ = 1` is EPL's doubled batch.
 
@@ -96,10 +96,28 @@ impl StableStageLoss {
         labels: Tensor<B, 1, Int>,
         bank: &PrototypeBank<B>,
     ) -> Tensor<B, 2> {
-        let weight = self
-            .config
-            .expectation_weighting
-            .then(|| bank.expectation_length(labels.clone()));
+        let lengths = bank.expectation_length(labels.clone());
+        self.forward_logits_with_lengths(embeddings, centres, labels, lengths)
+    }
+
+    /// [`forward_logits`](Self::forward_logits) with each row's expectation length given, for
+    /// columns that are not the bank's classes (sampled centres): `lengths` is
+    /// [`PrototypeBank::expectation_length`] of the rows' labels in the bank's numbering.
+    ///
+    /// # Shapes
+    /// - embeddings: `[batch, dim]`
+    /// - centres: `[n, dim]`
+    /// - labels: `[batch]`, in `-1..n`, numbered as the centres
+    /// - lengths: `[batch]`, in `[0, 1]`
+    /// - output: `[batch, n]`
+    pub fn forward_logits_with_lengths<B: Backend>(
+        &self,
+        embeddings: Tensor<B, 2>,
+        centres: Tensor<B, 2>,
+        labels: Tensor<B, 1, Int>,
+        lengths: Tensor<B, 1>,
+    ) -> Tensor<B, 2> {
+        let weight = self.config.expectation_weighting.then_some(lengths);
         let cos = cosine_matrix(embeddings, centres);
         self.margin.forward_logits_weighted(cos, labels, weight)
     }

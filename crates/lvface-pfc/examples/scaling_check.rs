@@ -73,6 +73,8 @@ fn main() {
         num_classes: classes,
         sample_rate: rate,
         prototypes: false,
+        row_maximum: false,
+        curricular_face: false,
     };
     let predicted = step_traffic(shape);
     let memory = shard_memory(shape);

@@ -20,6 +20,8 @@ fn main() {
                 num_classes: 2_059_906,
                 sample_rate: rate,
                 prototypes: false,
+                row_maximum: false,
+                curricular_face: false,
             };
             let m = shard_memory(shape);
             let t = step_traffic(shape);
@@ -43,6 +45,8 @@ fn main() {
         num_classes: 2_059_906,
         sample_rate: 1.0,
         prototypes: true,
+        row_maximum: false,
+        curricular_face: false,
     });
     println!(
         "\nstable stage, 64 GPUs: prototype bank {:.3} GB per rank",

@@ -40,7 +40,9 @@ pub use burn_collective::{BurnCollective, Launch};
 pub use collective::{Collective, Solo, Traffic, TrafficCounter};
 pub use data_parallel::all_reduce_gradients;
 pub use error::{PfcError, Result};
-pub use partial_fc::{PartialFc, PartialFcConfig, ShardLoss, ShardStep, MAX_CLASSES};
+pub use partial_fc::{
+    PartialFc, PartialFcConfig, ShardLoss, ShardStep, CONSTANT_SHIFT_LIMIT, MAX_CLASSES,
+};
 pub use peers::run_local_peers;
 pub use run_token::{RunToken, MIN_TOKEN_BYTES};
 pub use shard::ClassShard;

@@ -12,17 +12,21 @@
 //!    one all-reduce sums the embedding gradients over shards and each rank keeps its rows.
 //!
 //! **The softmax shift.** insightface subtracts the row maximum, all-reduced with MAX. Here every
-//! logit is at most `s` (cosines are clamped to `[-1, 1]`, margins only lower the target), so
-//! `exp(z - s)` never overflows and no maximum is exchanged: the step costs two all-reduces of
-//! the gathered batch's size less. The sum could only underflow if every logit of a row were
-//! below `s - 87` (f32), i.e. with `s = 64` every cosine below -0.36, which does not happen with
-//! more than a handful of classes; the step reports it as an error instead of a NaN.
+//! combined-margin, AdaFace or prototype logit is at most `s` (cosines are clamped to `[-1, 1]`,
+//! margins only lower the target), so up to `s` = [`CONSTANT_SHIFT_LIMIT`] the step subtracts
+//! `s` and exchanges no maximum, two all-reduces of the gathered batch's size less. That sum
+//! could only underflow if every logit of a row were below `s - 87` (f32), i.e. with `s = 64`
+//! every cosine below -0.36, which does not happen with more than a handful of classes; the step
+//! reports it as an error instead of a NaN. Above the limit (at initialisation, with cosines
+//! near 0, `exp(-s)` is below f32's smallest normal from `s ≈ 87`), and always for
+//! CurricularFace, whose modulated negatives reach `2s`, each row is shifted by its all-reduced
+//! maximum, as insightface does.
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_loss::{
-    cosine_matrix, target_logits, CombinedMargin, NegativeSampler, NegativeSamplerConfig,
-    PrototypeBank, SampledClasses, StableStageLoss,
+    cosine_matrix, target_logits, AdaFace, CombinedMargin, CurricularFace, NegativeSampler,
+    NegativeSamplerConfig, PrototypeBank, SampledClasses, StableStageLoss,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +36,10 @@ use crate::shard::ClassShard;
 
 /// Labels travel between ranks as f32, which holds every integer up to 2^24 exactly.
 pub const MAX_CLASSES: usize = 1 << 24;
+
+/// The largest scale `s` whose logits the step shifts by `s` itself; above it, by each row's
+/// all-reduced maximum (see the module documentation).
+pub const CONSTANT_SHIFT_LIMIT: f64 = 80.0;
 
 /// Configuration of a [`PartialFc`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -102,13 +110,21 @@ fn rank_seed(seed: u64, rank: usize) -> u64 {
     seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Which loss the shards compute.
-#[derive(Debug, Clone, Copy)]
+/// Which loss the shards compute, over the classes Partial FC samples (all of them at rate 1).
+#[derive(Debug)]
 pub enum ShardLoss<'a, B: Backend> {
-    /// The combined margin softmax (the early stage), over the sampled classes.
+    /// The combined margin softmax.
     Margin(CombinedMargin),
-    /// LVFace's stable-stage loss with this rank's shard of the prototype bank, over all classes
-    /// (sampling is off in this stage, as the paper prescribes).
+    /// CurricularFace. Its `t` moves with the target cosines of the whole gathered batch (one
+    /// all-reduce brings each row's from the shard that holds its class), so that every rank
+    /// keeps the `t` one device would.
+    CurricularFace(&'a mut CurricularFace),
+    /// AdaFace. Every rank holds the whole gathered batch, so its norm statistics move as on
+    /// one device.
+    AdaFace(&'a mut AdaFace),
+    /// LVFace's stable-stage loss with this rank's shard of the prototype bank. The prototype
+    /// logits are taken over the same sampled classes as the centres: all of them in the seed
+    /// paper's stable stage, fewer in the second step of Progressive Cluster Optimization.
     Stable {
         /// The loss.
         loss: StableStageLoss,
@@ -222,57 +238,99 @@ impl PartialFc {
             .collect();
         let total = global_labels.len();
 
-        let sampled = match loss {
-            ShardLoss::Margin(_) => {
-                self.sampler
-                    .sample(&local_labels, self.shard.num_local(), step)
-            }
-            ShardLoss::Stable { .. } => NegativeSamplerConfig {
-                sample_rate: 1.0,
-                seed: self.config.seed,
-            }
-            .init()
-            .sample(&local_labels, self.shard.num_local(), step),
-        };
+        let sampled = self
+            .sampler
+            .sample(&local_labels, self.shard.num_local(), step);
 
         let x = Tensor::<B, 2>::from_inner(gathered.clone()).require_grad();
         let w = Tensor::<B, 2>::from_inner(centres).require_grad();
         let selected = sampled.select_centres(w.clone());
         let sampled_labels = sampled.label_tensor::<B>(&device);
-        let local_label_tensor =
-            Tensor::<B, 1, Int>::from_data(TensorData::new(local_labels.clone(), [total]), &device);
+        let constant = |s: f64| {
+            if s <= CONSTANT_SHIFT_LIMIT {
+                Shift::Constant(s)
+            } else {
+                Shift::RowMaximum
+            }
+        };
 
         let mut parts: Vec<SoftmaxPart<B>> = Vec::new();
         match loss {
             ShardLoss::Margin(margin) => {
                 let logits = margin
                     .forward_logits(cosine_matrix(x.clone(), selected), sampled_labels.clone());
-                parts.push((logits, sampled_labels, 1.0, margin.config().s));
+                parts.push((logits, sampled_labels, 1.0, constant(margin.config().s)));
+            }
+            ShardLoss::CurricularFace(curricular) => {
+                let cos = cosine_matrix(x.clone(), selected);
+                let absent = sampled_labels.clone().lower_elem(0);
+                let index = sampled_labels.clone().clamp_min(0).reshape([total, 1]);
+                let own_targets = cos
+                    .clone()
+                    .inner()
+                    .gather(1, index.inner())
+                    .reshape([total])
+                    .mask_fill(absent.inner(), 0.0);
+                // Adding zeros is exact: every rank gets each row's target cosine bit for bit.
+                let targets = comm.all_reduce_sum(own_targets)?;
+                let host: Vec<f64> = to_vec(targets.clone()).into_iter().map(f64::from).collect();
+                curricular.update_t(&host);
+                let logits = curricular.forward_logits_shard(
+                    cos,
+                    sampled_labels.clone(),
+                    Tensor::from_inner(targets),
+                );
+                parts.push((logits, sampled_labels, 1.0, Shift::RowMaximum));
+            }
+            ShardLoss::AdaFace(ada) => {
+                let scaler = ada.margin_scaler(x.clone());
+                let cos = cosine_matrix(x.clone(), selected);
+                let logits = ada.forward_logits(cos, sampled_labels.clone(), scaler);
+                parts.push((logits, sampled_labels, 1.0, constant(ada.config().s)));
             }
             ShardLoss::Stable { loss, bank } => {
                 let s = loss.config().margin.s;
                 let lambda = loss.config().prototype_weight;
-                let logits =
-                    loss.forward_logits(x.clone(), selected, local_label_tensor.clone(), bank);
-                parts.push((logits, local_label_tensor.clone(), 1.0 / (1.0 + lambda), s));
+                let local_label_tensor = Tensor::<B, 1, Int>::from_data(
+                    TensorData::new(local_labels.clone(), [total]),
+                    &device,
+                );
+                let lengths = bank.expectation_length(local_label_tensor);
+                let logits = loss.forward_logits_with_lengths(
+                    x.clone(),
+                    selected,
+                    sampled_labels.clone(),
+                    lengths,
+                );
+                parts.push((
+                    logits,
+                    sampled_labels.clone(),
+                    1.0 / (1.0 + lambda),
+                    constant(s),
+                ));
                 if lambda > 0.0 {
+                    let classes = sampled.index_tensor::<B>(&device);
                     let prototype_logits = bank
-                        .forward_logits(x.clone(), local_label_tensor.clone())
+                        .forward_logits_of(x.clone(), sampled_labels.clone(), classes)
                         .mul_scalar(s);
                     parts.push((
                         prototype_logits,
-                        local_label_tensor,
+                        sampled_labels,
                         lambda / (1.0 + lambda),
-                        s,
+                        constant(s),
                     ));
                 }
             }
         }
+        let shifts = self.shifts(&parts, total, comm)?;
 
         // One all-reduce carries every part's denominators and target logits.
         let (exp_sums, targets): (Vec<_>, Vec<_>) = parts
             .iter()
-            .map(|(logits, labels, _, shift)| ce_parts(logits.clone(), labels.clone(), *shift))
+            .zip(&shifts)
+            .map(|((logits, labels, ..), shift)| {
+                ce_parts(logits.clone(), labels.clone(), shift.clone())
+            })
             .unzip();
         let local: Vec<Tensor<B::InnerBackend, 1>> = exp_sums
             .iter()
@@ -283,7 +341,7 @@ impl PartialFc {
         let k = parts.len();
         let mut loss_value = 0.0f64;
         let mut surrogate = Tensor::<B, 1>::zeros([1], &device);
-        for (i, (_, _, weight, shift)) in parts.iter().enumerate() {
+        for (i, ((_, _, weight, _), shift)) in parts.iter().zip(&shifts).enumerate() {
             let denominators = reduced.clone().slice([i..i + 1, 0..total]).reshape([total]);
             let target = reduced
                 .clone()
@@ -300,7 +358,7 @@ impl PartialFc {
                     value: denominators_host[row],
                 });
             }
-            let row_loss = denominators.clone().log().add_scalar(*shift) - target;
+            let row_loss = denominators.clone().log() + shift.clone() - target;
             loss_value += weight * row_loss.mean().into_scalar().elem::<f64>();
             // d/dz of Σ_rows exp_sum_local / detach(denominator) is the softmax on this
             // shard's columns, and d/dz of the local target sum is the one-hot: together the
@@ -327,6 +385,43 @@ impl PartialFc {
             gathered,
             local_labels,
         })
+    }
+
+    /// Each part's shift `[rows]`: its constant, or the row maxima over every shard's columns
+    /// (one all-reduce for all the parts that need them).
+    fn shifts<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
+        &self,
+        parts: &[SoftmaxPart<B>],
+        rows: usize,
+        comm: &C,
+    ) -> Result<Vec<Tensor<B::InnerBackend, 1>>> {
+        let maxima: Vec<Tensor<B::InnerBackend, 1>> = parts
+            .iter()
+            .filter(|part| part.3 == Shift::RowMaximum)
+            .map(|(logits, ..)| {
+                let logits = logits.clone().inner();
+                if logits.dims()[1] == 0 {
+                    // No column here: the lowest value, which any other shard's maximum beats.
+                    Tensor::full([rows], f32::MIN, &logits.device())
+                } else {
+                    logits.max_dim(1).reshape([rows])
+                }
+            })
+            .collect();
+        let mut maxima = if maxima.is_empty() {
+            Vec::new()
+        } else {
+            let reduced = comm.all_reduce_max(Tensor::stack::<2>(maxima, 0))?;
+            reduced.iter_dim(0).map(|row| row.reshape([rows])).collect()
+        }
+        .into_iter();
+        Ok(parts
+            .iter()
+            .map(|(logits, _, _, shift)| match shift {
+                Shift::Constant(s) => Tensor::<B, 1>::full([rows], *s, &logits.device()).inner(),
+                Shift::RowMaximum => maxima.next().expect("one maximum per part"),
+            })
+            .collect())
     }
 
     fn check_inputs<B: Backend>(
@@ -369,8 +464,17 @@ impl PartialFc {
 }
 
 /// One distributed softmax of a step: logits, labels (shard numbering), weight in the total
-/// loss, and the constant subtracted before `exp`.
-type SoftmaxPart<B> = (Tensor<B, 2>, Tensor<B, 1, Int>, f64, f64);
+/// loss, and what is subtracted before `exp`.
+type SoftmaxPart<B> = (Tensor<B, 2>, Tensor<B, 1, Int>, f64, Shift);
+
+/// What a softmax subtracts from its logits before `exp`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Shift {
+    /// The same constant for every row: the logits' upper bound `s`.
+    Constant(f64),
+    /// Each row's maximum over every shard's columns.
+    RowMaximum,
+}
 
 /// Per row: `Σ_j exp(z_j - shift)` over this shard's columns, and the target logit (0 when the
 /// class is elsewhere).
@@ -378,19 +482,16 @@ type SoftmaxPart<B> = (Tensor<B, 2>, Tensor<B, 1, Int>, f64, f64);
 /// # Shapes
 /// - logits: `[rows, classes]`
 /// - labels: `[rows]`, in `-1..classes`
+/// - shift: `[rows]`, a constant of the graph
 /// - output: `[rows]`, `[rows]`
-fn ce_parts<B: Backend>(
+fn ce_parts<B: AutodiffBackend>(
     logits: Tensor<B, 2>,
     labels: Tensor<B, 1, Int>,
-    shift: f64,
+    shift: Tensor<B::InnerBackend, 1>,
 ) -> (Tensor<B, 1>, Tensor<B, 1>) {
     let [rows, _] = logits.dims();
-    let exp_sum = logits
-        .clone()
-        .sub_scalar(shift)
-        .exp()
-        .sum_dim(1)
-        .reshape([rows]);
+    let shift = Tensor::<B, 1>::from_inner(shift).reshape([rows, 1]);
+    let exp_sum = (logits.clone() - shift).exp().sum_dim(1).reshape([rows]);
     (exp_sum, target_logits(logits, labels))
 }
 

@@ -20,34 +20,47 @@ pub struct StepShape {
     pub sample_rate: f64,
     /// Whether the step is the stable stage with prototype logits (a second softmax).
     pub prototypes: bool,
+    /// Whether the softmaxes shift by each row's all-reduced maximum (a scale above
+    /// [`CONSTANT_SHIFT_LIMIT`](crate::CONSTANT_SHIFT_LIMIT), or CurricularFace).
+    pub row_maximum: bool,
+    /// Whether the loss is CurricularFace, whose step all-reduces every row's target cosine.
+    pub curricular_face: bool,
 }
 
 /// The all-reduce payload of one [`PartialFc::step`](crate::PartialFc::step) on one rank:
-/// batch sizes (`W`), embeddings (`W·b·D`), labels (`W·b`), denominators and target logits
-/// (`2·W·b` per softmax), embedding gradients (`W·b·D`). The backbone's gradient exchange comes
-/// on top: one all-reduce of the parameter count.
+/// batch sizes (`W`), embeddings (`W·b·D`), labels (`W·b`), with CurricularFace the target
+/// cosines (`W·b`), with the row-maximum shift the maxima (an all-gather of `W·b` per softmax:
+/// `W²·b`), denominators and target logits (`2·W·b` per softmax), embedding gradients
+/// (`W·b·D`). The backbone's gradient exchange comes on top: one all-reduce of the parameter
+/// count.
 pub fn step_traffic(shape: StepShape) -> Traffic {
     let StepShape {
         world_size: w,
         batch: b,
         dim: d,
         prototypes,
+        row_maximum,
+        curricular_face,
         ..
     } = shape;
+    let softmaxes = if prototypes { 2 } else { 1 };
+    let n = w * b;
+    let targets = Traffic {
+        calls: curricular_face as u64,
+        elements: if curricular_face { n as u64 } else { 0 },
+    };
     if w == 1 {
-        // A world of one calls the all-reduce primitive only for the softmax sums and the
-        // embedding gradient; the gathers return at once.
-        let softmaxes = if prototypes { 2 } else { 1 };
+        // A world of one calls the all-reduce primitive only for the softmax sums, the target
+        // cosines and the embedding gradient; the gathers and the maximum return at once.
         return Traffic {
-            calls: 2,
-            elements: (2 * softmaxes * b + b * d) as u64,
+            calls: 2 + targets.calls,
+            elements: (2 * softmaxes * b + b * d) as u64 + targets.elements,
         };
     }
-    let n = w * b;
-    let softmaxes = if prototypes { 2 } else { 1 };
+    let maxima = if row_maximum { w * softmaxes * n } else { 0 };
     Traffic {
-        calls: 5,
-        elements: (w + n * d + n + 2 * softmaxes * n + n * d) as u64,
+        calls: 5 + targets.calls + row_maximum as u64,
+        elements: (w + n * d + n + maxima + 2 * softmaxes * n + n * d) as u64 + targets.elements,
     }
 }
 
@@ -70,7 +83,8 @@ pub struct ShardMemory {
     pub num_sampled: usize,
     /// Centres, their gradient and AdamW's two moments: `4 · num_local · D`.
     pub parameters: u64,
-    /// Prototype bank and lengths (stable stage): `num_local · (D + 1)`.
+    /// Prototype bank (stable stage): prototypes and the length estimate's class means and
+    /// squared lengths, `num_local · (2·D + 1)`.
     pub bank: u64,
     /// Activations of one step: the gathered embeddings and their gradient (`2·W·b·D`), and
     /// the `[W·b, num_sampled]` cosine, logit and exponential matrices with the gradient of
@@ -105,7 +119,7 @@ pub fn shard_memory(shape: StepShape) -> ShardMemory {
         num_sampled,
         parameters: 4 * 4 * num_local as u64 * d,
         bank: if shape.prototypes {
-            4 * num_local as u64 * (d + 1)
+            4 * num_local as u64 * (2 * d + 1)
         } else {
             0
         },
@@ -126,6 +140,8 @@ mod tests {
             num_classes: 2_059_906,
             sample_rate: 0.3,
             prototypes: false,
+            row_maximum: false,
+            curricular_face: false,
         };
         let memory = shard_memory(shape);
         // 2_059_906 = 64 · 32_186 + 2: ranks 0 and 1 hold 32_187 classes.

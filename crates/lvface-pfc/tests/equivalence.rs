@@ -337,6 +337,8 @@ fn recorded_traffic_matches_the_scaling_arithmetic() {
             num_classes: CLASSES,
             sample_rate: 1.0,
             prototypes: stable,
+            row_maximum: false,
+            curricular_face: false,
         });
         for t in traffic {
             assert_eq!(t, expected, "world {world}, stable {stable}");
@@ -352,4 +354,120 @@ fn shard_arithmetic_is_insightfaces() {
         .map(|s| (s.class_start(), s.num_local()))
         .collect();
     assert_eq!(shards, [(0, 3), (3, 3), (6, 2), (8, 2)]);
+}
+
+#[test]
+fn scales_above_the_constant_shift_limit_subtract_the_all_reduced_maximum() {
+    // At initialisation, in 512 dimensions, every cosine is within about ±0.15 of 0. With
+    // s = 120 the constant shift would give each term e^{120·(c - 1)} < e^-100, which f32 keeps
+    // at best as a subnormal with a few bits of precision, and zero for most rows (below
+    // e^-103.3): a loss and a gradient of nothing. Above s = 80 the step shifts each row by its
+    // all-reduced maximum instead, and equals the one-device softmax.
+    const WIDE: usize = 512;
+    const S: f64 = 120.0;
+    let margin = CombinedMarginConfig {
+        s: S,
+        ..CombinedMarginConfig::arcface(0.5)
+    };
+    let stable = StableStageConfig {
+        margin,
+        prototype_weight: 1.0,
+        expectation_weighting: true,
+    };
+    let world = 2;
+    let n = world * BATCH;
+    let x = to_vec(matrix::<Inner>(41, n, WIDE));
+    let w = matrix::<Inner>(42, CLASSES, WIDE);
+    let p = matrix::<Inner>(43, CLASSES, WIDE);
+    let y = labels(44, n, CLASSES);
+    let lengths: Vec<f32> = (0..CLASSES).map(|c| 0.5 + 0.05 * c as f32).collect();
+    let bank_of = |range: std::ops::Range<usize>| {
+        let k = range.len();
+        PrototypeBank::<B>::from_tensors(
+            PrototypeBankConfig::default(),
+            Tensor::from_inner(p.clone().slice([range.clone(), 0..WIDE])),
+            Tensor::from_data(
+                TensorData::new(lengths[range].to_vec(), [k]),
+                &Default::default(),
+            ),
+        )
+    };
+
+    // The constant shift's largest term of each row, by hand: zero or subnormal everywhere.
+    let w_rows = to_vec(w.clone());
+    let unit = |v: &[f32]| {
+        let n = v.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
+        v.iter().map(|a| *a as f64 / n).collect::<Vec<f64>>()
+    };
+    for row in x.chunks(WIDE) {
+        let xr = unit(row);
+        let largest = w_rows
+            .chunks(WIDE)
+            .map(|c| unit(c).iter().zip(&xr).map(|(a, b)| a * b).sum::<f64>())
+            .fold(f64::MIN, f64::max);
+        let term = ((S * (largest - 1.0)) as f32).exp();
+        assert!(term < f32::MIN_POSITIVE, "cosine {largest}: term {term}");
+    }
+
+    for with_prototypes in [false, true] {
+        let device = Default::default();
+        let xt = Tensor::<B, 2>::from_data(TensorData::new(x.clone(), [n, WIDE]), &device)
+            .require_grad();
+        let wt = Tensor::<B, 2>::from_inner(w.clone()).require_grad();
+        let yt = Tensor::<B, 1, Int>::from_data(TensorData::new(y.clone(), [n]), &device);
+        let full_bank = bank_of(0..CLASSES);
+        let loss = if with_prototypes {
+            stable
+                .init()
+                .forward(xt.clone(), wt.clone(), yt, &full_bank)
+        } else {
+            margin.init().forward(xt.clone(), wt.clone(), yt)
+        };
+        let want_loss = loss.clone().into_scalar();
+        let grads = loss.backward();
+        let want_x = to_vec(xt.grad(&grads).unwrap());
+        let want_w = to_vec(wt.grad(&grads).unwrap());
+        assert!(want_loss.is_finite() && want_loss > 0.0, "{want_loss}");
+
+        let outs = run_local_peers::<Inner, _, _>(world, &[Default::default()], |comm| {
+            let rank = comm.rank();
+            let pfc = PartialFcConfig::default()
+                .init(rank, world, CLASSES)
+                .unwrap();
+            let range = pfc.shard().range();
+            let shard_bank = bank_of(range.clone());
+            let loss = if with_prototypes {
+                ShardLoss::Stable {
+                    loss: stable.init(),
+                    bank: &shard_bank,
+                }
+            } else {
+                ShardLoss::Margin(margin.init())
+            };
+            let step = pfc
+                .step::<B, _>(
+                    rank_rows::<Inner>(&x, rank, BATCH, WIDE),
+                    &y[rank * BATCH..(rank + 1) * BATCH],
+                    w.clone().slice([range, 0..WIDE]),
+                    loss,
+                    0,
+                    &comm,
+                )
+                .unwrap();
+            (
+                step.loss,
+                to_vec(step.embedding_grad),
+                to_vec(step.centre_grad),
+            )
+        })
+        .unwrap();
+        let what = format!("s = {S}, prototypes {with_prototypes}");
+        for (loss, ..) in &outs {
+            assert_close(&format!("{what}: loss"), &[*loss], &[want_loss], TOL);
+        }
+        let got_x: Vec<f32> = outs.iter().flat_map(|o| o.1.clone()).collect();
+        let got_w: Vec<f32> = outs.iter().flat_map(|o| o.2.clone()).collect();
+        assert_close(&format!("{what}: embedding gradient"), &got_x, &want_x, TOL);
+        assert_close(&format!("{what}: centre gradient"), &got_w, &want_w, TOL);
+    }
 }

@@ -71,6 +71,35 @@ pub struct TrainState {
     /// Steps skipped so far because their loss or gradient was not finite.
     #[serde(default)]
     pub skipped: u64,
+    /// What CurricularFace and AdaFace carry from step to step.
+    #[serde(default)]
+    pub margins: MarginState,
+}
+
+/// The running statistics of the margin losses that keep some (the same on every rank):
+/// CurricularFace's `t` and AdaFace's batch-norm mean and deviation. They start as the papers'
+/// code starts them and carry over from one phase to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarginState {
+    /// CurricularFace's running mean of target cosines.
+    pub curricular_face_t: f64,
+    /// AdaFace's running mean of embedding norms.
+    pub ada_face_norm_mean: f64,
+    /// AdaFace's running standard deviation of embedding norms.
+    pub ada_face_norm_std: f64,
+}
+
+impl Default for MarginState {
+    fn default() -> Self {
+        let curricular = lvface_loss::CurricularFaceConfig::default().init();
+        let ada = lvface_loss::AdaFaceConfig::default().init();
+        Self {
+            curricular_face_t: curricular.t(),
+            ada_face_norm_mean: ada.norm_mean,
+            ada_face_norm_std: ada.norm_std,
+        }
+    }
 }
 
 fn one() -> usize {

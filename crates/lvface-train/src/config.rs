@@ -83,7 +83,8 @@ pub struct DataConfig {
     pub workers: usize,
     /// Batches decoded ahead.
     pub prefetch: usize,
-    /// Failing or skipping on an image that does not decode.
+    /// Failing on an image that does not decode, or skipping it: the next readable image of
+    /// the epoch takes its place, so that batches stay full on every rank.
     pub on_corrupt: CorruptPolicy,
     /// Training augmentation.
     pub augment: AugmentConfig,
@@ -284,14 +285,6 @@ impl TrainConfig {
         loss.prototypes
             .validate()
             .map_err(|e| anyhow::anyhow!("loss.{e}"))?;
-        for (i, phase) in loss.curriculum.phases.iter().enumerate() {
-            if phase.prototypes && phase.sampling {
-                bail!(
-                    "loss.curriculum.phases[{i}].sampling must be false in a phase with \
-                     prototypes (the stable stage runs over all classes), got true"
-                );
-            }
-        }
         positive_finite("loss.prototype_weight", loss.prototype_weight, true)?;
 
         let data = &self.data;

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use lvface_data::{encode_jpeg, even_class_starts, write_shared_record_set};
+use lvface_loss::MarginLoss;
 use lvface_pfc::scaling::{shard_memory, StepShape};
+use lvface_pfc::CONSTANT_SHIFT_LIMIT;
 use lvface_train::{Experiment, TrainConfig};
 
 /// Arguments of `lvface-train rehearse`.
@@ -183,6 +185,9 @@ fn report(
                     1.0
                 },
                 prototypes: phase.prototypes,
+                row_maximum: phase.margin_loss == MarginLoss::CurricularFace
+                    || phase.scale() > CONSTANT_SHIFT_LIMIT,
+                curricular_face: phase.margin_loss == MarginLoss::CurricularFace,
             })
             .total()
         })

@@ -7,10 +7,11 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_data::Batch;
-use lvface_loss::{Phase, PrototypeBank, StableStageConfig};
+use lvface_loss::{MarginLoss, Phase, PrototypeBank, StableStageConfig};
 use lvface_pfc::{all_reduce_gradients, Collective, PartialFc, PfcError, ShardLoss, ShardStep};
 use lvface_vit::Vit;
 
+use crate::checkpoint::MarginState;
 use crate::clip::clip_global_norm;
 use crate::config::{Accumulate, LossConfig};
 use crate::model::TrainModel;
@@ -51,12 +52,15 @@ pub(crate) enum Outcome {
 
 impl<C> StepPlan<'_, C> {
     /// Runs the step on `batches` (its micro-batches; `first_batch` is the run-wide number of the
-    /// first) at learning rate `lr`. Nothing of a non-finite step is applied.
+    /// first) at learning rate `lr`. Nothing of a non-finite step is applied, neither to the
+    /// model nor to the bank or the margin losses' statistics.
+    #[allow(clippy::too_many_arguments)]
     pub fn run<B>(
         &self,
         mut model: TrainModel<B>,
         optim: &mut Optim<B>,
         bank: &mut PrototypeBank<B>,
+        margins: &mut MarginState,
         batches: &[Batch],
         first_batch: u64,
         lr: f64,
@@ -74,6 +78,7 @@ impl<C> StepPlan<'_, C> {
         let mut taken = vec![false; self.pfc.shard().num_local()];
         let mut shard_steps: Vec<ShardStep<B::InnerBackend>> = Vec::new();
         let mut loss = 0.0;
+        let mut next_margins = *margins;
         for (i, batch) in batches.iter().enumerate() {
             let index = first_batch + i as u64;
             let images = batch.to_tensor::<B>(&device);
@@ -83,7 +88,15 @@ impl<C> StepPlan<'_, C> {
                 B::seed(&device, step_seed(self.seed, stream));
                 model.backbone.forward(images)
             };
-            let mut out = match self.shard_step(&model, bank, embeddings.clone(), batch, index) {
+            let shard_step = self.shard_step(
+                &model,
+                bank,
+                &mut next_margins,
+                embeddings.clone(),
+                batch,
+                index,
+            );
+            let mut out = match shard_step {
                 Ok(out) if out.loss.is_finite() => out,
                 Ok(out) => return Ok((model, Outcome::NonFinite(format!("loss {}", out.loss)))),
                 Err(e @ PfcError::NonFinite { .. }) => {
@@ -130,6 +143,7 @@ impl<C> StepPlan<'_, C> {
         for out in &shard_steps {
             out.update_bank(bank);
         }
+        *margins = next_margins;
         Ok((model, Outcome::Done { loss, grad_norm }))
     }
 
@@ -138,6 +152,7 @@ impl<C> StepPlan<'_, C> {
         &self,
         model: &TrainModel<B>,
         bank: &PrototypeBank<B>,
+        margins: &mut MarginState,
         embeddings: Tensor<B, 2>,
         batch: &Batch,
         index: u64,
@@ -147,8 +162,18 @@ impl<C> StepPlan<'_, C> {
         C: Collective<B::InnerBackend>,
     {
         let phase = &self.phase;
-        let loss = if phase.prototypes {
-            ShardLoss::Stable {
+        let step = |loss: ShardLoss<'_, B>| {
+            self.pfc.step::<B, C>(
+                embeddings.inner(),
+                &batch.labels,
+                model.centres.val().inner(),
+                loss,
+                index,
+                self.comm,
+            )
+        };
+        match phase.margin_loss {
+            MarginLoss::Combined if phase.prototypes => step(ShardLoss::Stable {
                 loss: StableStageConfig {
                     margin: phase.margin,
                     prototype_weight: self.loss.prototype_weight,
@@ -156,17 +181,24 @@ impl<C> StepPlan<'_, C> {
                 }
                 .init(),
                 bank,
+            }),
+            MarginLoss::Combined => step(ShardLoss::Margin(phase.margin.init())),
+            MarginLoss::CurricularFace => {
+                let mut loss = phase.curricular_face.init();
+                loss.set_t(margins.curricular_face_t);
+                let out = step(ShardLoss::CurricularFace(&mut loss))?;
+                margins.curricular_face_t = loss.t();
+                Ok(out)
             }
-        } else {
-            ShardLoss::Margin(phase.margin.init())
-        };
-        self.pfc.step::<B, C>(
-            embeddings.inner(),
-            &batch.labels,
-            model.centres.val().inner(),
-            loss,
-            index,
-            self.comm,
-        )
+            MarginLoss::AdaFace => {
+                let mut loss = phase.ada_face.init();
+                loss.norm_mean = margins.ada_face_norm_mean;
+                loss.norm_std = margins.ada_face_norm_std;
+                let out = step(ShardLoss::AdaFace(&mut loss))?;
+                margins.ada_face_norm_mean = loss.norm_mean;
+                margins.ada_face_norm_std = loss.norm_std;
+                Ok(out)
+            }
+        }
     }
 }

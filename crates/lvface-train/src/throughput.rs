@@ -10,6 +10,7 @@ use burn::tensor::backend::AutodiffBackend;
 use lvface_data::Batch;
 use lvface_pfc::{ClassShard, PartialFcConfig, Solo};
 
+use crate::checkpoint::MarginState;
 use crate::config::TrainConfig;
 use crate::model::TrainModel;
 use crate::optim::{init_optimizer, Optim};
@@ -97,6 +98,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
     let shape = [config.data.batch_size, 3, side, side];
     let mut times = Vec::with_capacity(steps);
     let mut last_loss = f64::NAN;
+    let mut margins = MarginState::default();
     for step in 0..warmup + steps {
         let first = (step * accumulation) as u64;
         let batches: Vec<Batch> = (0..accumulation as u64)
@@ -108,6 +110,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
             model,
             &mut optim,
             &mut bank,
+            &mut margins,
             &batches,
             first,
             config.optim.lr,

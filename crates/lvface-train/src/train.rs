@@ -18,7 +18,7 @@ use lvface_pfc::{
     run_local_peers, BurnCollective, ClassShard, Collective, Launch, PartialFcConfig, Solo,
 };
 
-use crate::checkpoint::{self, TrainState};
+use crate::checkpoint::{self, MarginState, TrainState};
 use crate::config::{NonFinitePolicy, TrainConfig};
 use crate::model::TrainModel;
 use crate::optim::{init_optimizer, Optim};
@@ -212,6 +212,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         world_size: world,
         centre_steps: 0,
         skipped: 0,
+        margins: MarginState::default(),
     };
     if let Some(dir) = checkpoint::latest(run_dir)? {
         let loaded = checkpoint::load(&dir, shard, model, optim, &mut bank, device)
@@ -305,6 +306,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     model,
                     &mut optim,
                     &mut bank,
+                    &mut state.margins,
                     &batches,
                     step * accumulation as u64,
                     lr,

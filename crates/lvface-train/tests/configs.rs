@@ -48,6 +48,7 @@ fn every_config_loads_and_validates() {
         "smoke.toml",
         "ms1mv3_vit_t_1gpu.toml",
         "glint360k_vit_b_8gpu.toml",
+        "glint360k_vit_b_8gpu_pco.toml",
         "wf42m_lvface_vit_l_64gpu.toml",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing");
@@ -88,6 +89,25 @@ fn recipe_files_state_their_settings() {
     assert_eq!(glint.optim.gradient_accumulation, 12);
     assert_eq!(glint.data.rec, "/train_tmp/glint360k");
     assert_eq!((glint.optim.lr, glint.optim.weight_decay), (1e-3, 0.1));
+
+    // The three steps of Progressive Cluster Optimization on the same setting.
+    let pco = load("glint360k_vit_b_8gpu_pco.toml");
+    let steps: Vec<(usize, bool, bool)> = pco
+        .loss
+        .curriculum
+        .phases
+        .iter()
+        .map(|p| (p.start_epoch, p.sampling, p.prototypes))
+        .collect();
+    assert_eq!(
+        steps,
+        [(0, true, false), (8, true, true), (14, false, true)]
+    );
+    assert_eq!(pco.loss.curriculum.phases[1].sample_rate, 0.3);
+    assert_eq!(
+        (&pco.vit, &pco.data, &pco.optim),
+        (&glint.vit, &glint.data, &glint.optim)
+    );
 
     let wf42m = load("wf42m_lvface_vit_l_64gpu.toml");
     assert_eq!(wf42m.loss.curriculum.phases[1].start_epoch, 40);
