@@ -202,3 +202,6 @@ impl<C> StepPlan<'_, C> {
         }
     }
 }
+
+#[cfg(test)]
+mod parity;
