@@ -32,7 +32,7 @@ pub const DEFAULT: &str = include_str!("../../../configs/default.toml");
 const ENV_PREFIX: &str = "LVFACE_";
 
 /// The top-level tables of [`TrainConfig`], lower case.
-const TABLES: [&str; 6] = ["vit", "loss", "data", "optim", "run", "eval"];
+const TABLES: [&str; 7] = ["vit", "loss", "data", "optim", "run", "eval", "finetune"];
 
 /// A whole run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,6 +50,20 @@ pub struct TrainConfig {
     pub run: RunConfig,
     /// Verification at the end of the run.
     pub eval: EvalConfig,
+    /// Where the backbone starts (absent in run folders written before the table existed).
+    #[serde(default)]
+    pub finetune: FinetuneConfig,
+}
+
+/// Starting from a trained backbone instead of random weights.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// Weights the backbone starts from: a `.pt`/`.pth` state_dict as insightface and LVFace
+    /// ship them, a `.safetensors` file with insightface's names, or an lvface run folder (its
+    /// latest checkpoint's backbone). Empty: random initialisation. The classification layer
+    /// and the prototype bank always start fresh, for the new data's classes.
+    pub backbone: String,
 }
 
 /// The classification layer's losses, phase by phase.

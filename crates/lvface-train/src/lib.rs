@@ -30,6 +30,7 @@ mod clip;
 mod config;
 mod embed;
 mod evaluate;
+mod finetune;
 mod model;
 pub mod optim;
 mod plots;
@@ -58,6 +59,7 @@ pub use evaluate::{
     evaluate_bin, evaluate_embeddings_file, evaluate_ijb_target, ijb_targets, set_name, EvalModel,
     ModelSource, DEFAULT_EVAL_BATCH,
 };
+pub use finetune::backbone_source;
 pub use model::TrainModel;
 pub use plots::{write_curves, EVAL_FILE, PLOT_SIZE};
 pub use progress::{bar, format_eta, Progress};

@@ -80,6 +80,7 @@ pub fn create_run(config: &TrainConfig, run_dir: &Path) -> Result<()> {
             bail!("eval.bins[{i}]: {bin} does not exist");
         }
     }
+    crate::finetune::check(config)?;
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     checkpoint::write_atomic(&run_dir.join(CONFIG_FILE), &config.to_toml()?)
 }
@@ -214,7 +215,21 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         skipped: 0,
         margins: MarginState::default(),
     };
-    if let Some(dir) = checkpoint::latest(run_dir)? {
+    let latest = checkpoint::latest(run_dir)?;
+    if latest.is_none() {
+        if let Some(file) = crate::finetune::backbone_source(&config)? {
+            model.backbone = crate::finetune::start(&config, model.backbone)?;
+            if lead {
+                println!(
+                    "starting the backbone from {} (finetune.backbone); the classification \
+                     layer and the prototype bank start fresh for {} classes",
+                    file.display(),
+                    data.classes
+                );
+            }
+        }
+    }
+    if let Some(dir) = latest {
         let loaded = checkpoint::load(&dir, shard, model, optim, &mut bank, device)
             .with_context(|| format!("cannot resume from checkpoint {}", dir.display()));
         (state, model, optim) = agree(comm, device, loaded)?;

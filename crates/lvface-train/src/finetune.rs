@@ -1,0 +1,74 @@
+//! Starting a run's backbone from trained weights (`finetune.backbone`): which file that is,
+//! the check that it fits the configured model before anything is written, and the load.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::backend::Flex;
+use burn::prelude::*;
+use lvface_vit::Vit;
+
+use crate::checkpoint;
+use crate::config::TrainConfig;
+
+/// The weights file `finetune.backbone` names: the file itself, or a run folder's latest
+/// checkpoint's backbone. `None` when the key is empty.
+pub fn backbone_source(config: &TrainConfig) -> Result<Option<PathBuf>> {
+    let spec = config.finetune.backbone.as_str();
+    if spec.is_empty() {
+        return Ok(None);
+    }
+    let path = Path::new(spec);
+    let file = if path.is_dir() {
+        checkpoint::latest_backbone(path).with_context(|| {
+            format!(
+                "finetune.backbone = {spec} is a folder but not an lvface run with a checkpoint"
+            )
+        })?
+    } else if path.is_file() {
+        path.to_path_buf()
+    } else {
+        anyhow::bail!("finetune.backbone = {spec}: no such file or run folder");
+    };
+    Ok(Some(file))
+}
+
+/// Loads `finetune.backbone` into a model of the configured shape on the CPU, so that a wrong
+/// file, another preset, a missing key or a shape mismatch stops the run before its folder is
+/// created; the error names the keys and shapes.
+pub(crate) fn check(config: &TrainConfig) -> Result<()> {
+    if let Some(file) = backbone_source(config)? {
+        let device = Default::default();
+        config
+            .vit
+            .init::<Flex>(&device)
+            .load_weights(&file)
+            .with_context(|| mismatch(config, &file))?;
+    }
+    Ok(())
+}
+
+/// `backbone` with the weights of `finetune.backbone`, if the key is set.
+pub(crate) fn start<B: Backend>(config: &TrainConfig, backbone: Vit<B>) -> Result<Vit<B>> {
+    match backbone_source(config)? {
+        Some(file) => backbone
+            .load_weights(&file)
+            .with_context(|| mismatch(config, &file)),
+        None => Ok(backbone),
+    }
+}
+
+fn mismatch(config: &TrainConfig, file: &Path) -> String {
+    let vit = &config.vit;
+    format!(
+        "finetune.backbone: {} does not fit the configured backbone (width {}, depth {}, {} \
+         heads, patch {} on {} px, {}-d embedding)",
+        file.display(),
+        vit.embed_dim,
+        vit.depth,
+        vit.num_heads,
+        vit.patch_size,
+        vit.image_size,
+        vit.num_features
+    )
+}
