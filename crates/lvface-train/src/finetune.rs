@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::backend::Flex;
 use burn::prelude::*;
 use lvface_vit::Vit;
 
@@ -36,16 +35,24 @@ pub fn backbone_source(config: &TrainConfig) -> Result<Option<PathBuf>> {
 /// Loads `finetune.backbone` into a model of the configured shape on the CPU, so that a wrong
 /// file, another preset, a missing key or a shape mismatch stops the run before its folder is
 /// created; the error names the keys and shapes.
+#[cfg(feature = "cpu")]
 pub(crate) fn check(config: &TrainConfig) -> Result<()> {
     if let Some(file) = backbone_source(config)? {
         let device = Default::default();
         config
             .vit
-            .init::<Flex>(&device)
+            .init::<burn::backend::Flex>(&device)
             .load_weights(&file)
             .with_context(|| mismatch(config, &file))?;
     }
     Ok(())
+}
+
+/// Built without the CPU backend there is nothing to load into before the run's devices
+/// exist: the file's presence is checked here, its fit when the run starts.
+#[cfg(not(feature = "cpu"))]
+pub(crate) fn check(config: &TrainConfig) -> Result<()> {
+    backbone_source(config).map(|_| ())
 }
 
 /// `backbone` with the weights of `finetune.backbone`, if the key is set.
