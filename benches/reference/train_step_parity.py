@@ -38,23 +38,10 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import vit_torch  # noqa: E402
+from train_step_torch import combined_margin  # noqa: E402  (ArcFace s = 64, m2 = 0.5)
 
-S, M2 = 64.0, 0.5
 CLASSES, BATCH, MICRO = 12, 4, 2
 OUT = Path(__file__).resolve().parents[2] / "crates/lvface-train/tests/fixtures/train-step"
-
-
-def combined_margin(logits, labels):
-    """insightface's CombinedMarginLoss for ArcFace (m1 = 1, m2 = 0.5, m3 = 0)."""
-    index_positive = torch.where(labels != -1)[0]
-    target_logit = logits[index_positive, labels[index_positive].view(-1)]
-    with torch.no_grad():
-        target_logit.arccos_()
-        logits.arccos_()
-        final_target_logit = target_logit + M2
-        logits[index_positive, labels[index_positive].view(-1)] = final_target_logit
-        logits.cos_()
-    return logits * S
 
 
 def backbone_state(backbone):
