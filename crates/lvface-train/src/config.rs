@@ -55,15 +55,53 @@ pub struct TrainConfig {
     pub finetune: FinetuneConfig,
 }
 
-/// Starting from a trained backbone instead of random weights.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Starting from a trained backbone instead of random weights, and what of it trains.
+///
+/// Every key is part of the run's resolved configuration, which a resumed run reads back, so
+/// resume continues with the same freezing, multiplier and warm-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct FinetuneConfig {
     /// Weights the backbone starts from: a `.pt`/`.pth` state_dict as insightface and LVFace
     /// ship them, a `.safetensors` file with insightface's names, or an lvface run folder (its
     /// latest checkpoint's backbone). Empty: random initialisation. The classification layer
     /// and the prototype bank always start fresh, for the new data's classes.
     pub backbone: String,
+    /// The backbone's learning rate as a multiple of the schedule's (the centres take the
+    /// schedule's own).
+    pub backbone_lr_scale: f64,
+    /// Keep the patch embedding and the position embedding as they start.
+    pub freeze_patch_embed: bool,
+    /// Keep the first this many transformer blocks as they start, and with them the patch and
+    /// position embeddings that feed them.
+    pub frozen_blocks: usize,
+    /// Keep the whole backbone as it starts, BatchNorm running statistics included: it embeds
+    /// in inference mode (no masking, no drop path) and only the classification layer trains.
+    pub freeze_backbone: bool,
+    /// Optimizer steps at the start of the run during which the backbone is held as with
+    /// `freeze_backbone` and only the classification layer trains.
+    pub classifier_warmup_steps: u64,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            backbone: String::new(),
+            backbone_lr_scale: 1.0,
+            freeze_patch_embed: false,
+            frozen_blocks: 0,
+            freeze_backbone: false,
+            classifier_warmup_steps: 0,
+        }
+    }
+}
+
+impl FinetuneConfig {
+    /// Whether the backbone is held (inference mode, no gradient) at optimizer step `step`
+    /// (counting from 0).
+    pub fn backbone_held(&self, step: u64) -> bool {
+        self.freeze_backbone || step < self.classifier_warmup_steps
+    }
 }
 
 /// The classification layer's losses, phase by phase.
@@ -348,6 +386,25 @@ impl TrainConfig {
         if self.run.log_every == 0 {
             bail!("run.log_every must be positive, got 0");
         }
+        let finetune = &self.finetune;
+        positive_finite(
+            "finetune.backbone_lr_scale",
+            finetune.backbone_lr_scale,
+            true,
+        )?;
+        if finetune.frozen_blocks > self.vit.depth {
+            bail!(
+                "finetune.frozen_blocks must be at most vit.depth = {}, got {}",
+                self.vit.depth,
+                finetune.frozen_blocks
+            );
+        }
+        if finetune.freeze_backbone && (finetune.frozen_blocks > 0 || finetune.freeze_patch_embed) {
+            bail!(
+                "finetune.freeze_backbone already freezes every block and the patch embedding; \
+                 leave finetune.frozen_blocks and finetune.freeze_patch_embed at 0 and false"
+            );
+        }
         self.eval
             .verification
             .validate()
@@ -528,6 +585,44 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.loss.curriculum.phases[1].start_epoch, 5);
+    }
+
+    #[test]
+    fn fine_tuning_keys_are_validated_naming_the_key() {
+        for (set, words) in [
+            (
+                &["finetune.backbone_lr_scale=-0.1"][..],
+                &["finetune.backbone_lr_scale", "-0.1"][..],
+            ),
+            (
+                &["finetune.backbone_lr_scale=nan"],
+                &["finetune.backbone_lr_scale"],
+            ),
+            (
+                &["finetune.frozen_blocks=4"],
+                &["finetune.frozen_blocks", "vit.depth = 3", "4"],
+            ),
+            (
+                &["finetune.freeze_backbone=true", "finetune.frozen_blocks=1"],
+                &["finetune.freeze_backbone", "finetune.frozen_blocks"],
+            ),
+        ] {
+            let sets: Vec<String> = set.iter().map(|s| s.to_string()).collect();
+            let err = TrainConfig::load(&Experiment::Default, &sets).unwrap_err();
+            let err = format!("{err:#}");
+            for word in words {
+                assert!(err.contains(word), "{set:?}: {word:?} not in: {err}");
+            }
+        }
+        let sets = ["finetune.frozen_blocks=3".to_string()];
+        let config = TrainConfig::load(&Experiment::Default, &sets).unwrap();
+        assert_eq!(config.finetune.frozen_blocks, 3);
+        // A run folder written before the fine-tuning keys existed reads with their defaults.
+        let mut table: toml::Table = toml::from_str(&config.to_toml().unwrap()).unwrap();
+        table.remove("finetune");
+        let old: TrainConfig = toml::from_str(&toml::to_string(&table).unwrap()).unwrap();
+        assert_eq!(old.finetune, FinetuneConfig::default());
+        assert_eq!(old.finetune.backbone_lr_scale, 1.0);
     }
 
     #[test]

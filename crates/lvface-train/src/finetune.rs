@@ -1,5 +1,12 @@
 //! Starting a run's backbone from trained weights (`finetune.backbone`): which file that is,
-//! the check that it fits the configured model before anything is written, and the load.
+//! the check that it fits the configured model before anything is written, the load, and which
+//! of the backbone's parameters stay frozen (`finetune.freeze_patch_embed`, `frozen_blocks`).
+//!
+//! A frozen parameter does not require a gradient, so burn's AdamW, which steps only the
+//! parameters with one, never touches it: it stays the same to the bit, and backward does not
+//! run through the frozen front of the network at all. Holding the whole backbone
+//! (`freeze_backbone`, `classifier_warmup_steps`) is the step's business (`crate::step`): it
+//! embeds in inference mode so that BatchNorm's running statistics stay too.
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +15,7 @@ use burn::prelude::*;
 use lvface_vit::Vit;
 
 use crate::checkpoint;
-use crate::config::TrainConfig;
+use crate::config::{FinetuneConfig, TrainConfig};
 
 /// The weights file `finetune.backbone` names: the file itself, or a run folder's latest
 /// checkpoint's backbone. `None` when the key is empty.
@@ -63,6 +70,20 @@ pub(crate) fn start<B: Backend>(config: &TrainConfig, backbone: Vit<B>) -> Resul
             .with_context(|| mismatch(config, &file)),
         None => Ok(backbone),
     }
+}
+
+/// `backbone` with the parameters `config` freezes marked as needing no gradient. Applied after
+/// every load (fresh weights, `finetune.backbone` or a checkpoint), since a load does not keep
+/// the mark.
+pub(crate) fn freeze<B: Backend>(config: &FinetuneConfig, mut backbone: Vit<B>) -> Vit<B> {
+    if config.freeze_patch_embed || config.frozen_blocks > 0 {
+        backbone.patch_embed = backbone.patch_embed.no_grad();
+        backbone.pos_embed = backbone.pos_embed.set_require_grad(false);
+    }
+    for block in backbone.blocks.iter_mut().take(config.frozen_blocks) {
+        *block = block.clone().no_grad();
+    }
+    backbone
 }
 
 fn mismatch(config: &TrainConfig, file: &Path) -> String {

@@ -50,23 +50,24 @@ pub fn init_optimizer<B: AutodiffBackend>(config: &OptimConfig) -> Optim<B> {
 }
 
 impl<B: AutodiffBackend> Optim<B> {
-    /// One step: `grads` (the backbone's) through burn's AdamW, `centre_grad` through
-    /// [`CentreAdamW`] on the rows `taken`.
+    /// One step: `grads` (the backbone's) through burn's AdamW at `backbone_lr`, `centre_grad`
+    /// through [`CentreAdamW`] on the rows `taken` at `centre_lr`.
     ///
     /// # Shapes
     /// - centre_grad: `[num_local, dim]`, zero on rows not taken
     /// - taken: `num_local`
     pub fn step(
         &mut self,
-        lr: f64,
+        backbone_lr: f64,
+        centre_lr: f64,
         model: TrainModel<B>,
         grads: GradientsParams,
         centre_grad: Tensor<B::InnerBackend, 2>,
         taken: &[bool],
     ) -> TrainModel<B> {
-        let model = self.backbone.step(lr, model, grads);
+        let model = self.backbone.step(backbone_lr, model, grads);
         let centres = model.centres.val().inner();
-        let centres = self.centres.step(lr, centres, centre_grad, taken);
+        let centres = self.centres.step(centre_lr, centres, centre_grad, taken);
         model.with_centres(Tensor::from_inner(centres))
     }
 }

@@ -107,22 +107,54 @@ pub(crate) fn append_eval(run_dir: &Path, step: u64, epoch: u64, reports: &Repor
     Ok(())
 }
 
-/// The verification table: accuracy, its standard deviation over folds, and the pixel floor.
+/// The accuracies of the starting backbone of a fine-tuning run, per set: the `eval.jsonl`
+/// lines of step 0 (no other verification happens before the first step).
+pub(crate) fn start_accuracy(run_dir: &Path) -> Result<Vec<(String, f64)>> {
+    let path = run_dir.join(EVAL_FILE);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["step"].as_u64() == Some(0))
+        .filter_map(|v| Some((v["set"].as_str()?.to_string(), v["accuracy"].as_f64()?)))
+        .collect())
+}
+
+/// The verification table: accuracy, its standard deviation over folds, the pixel floor, and
+/// (a fine-tuning run's) the starting backbone's accuracy.
 pub(crate) fn print_table(
     reports: &[(String, VerificationReport)],
     pixels: &[(String, VerificationReport)],
+    start: &[(String, f64)],
 ) {
+    let start_column = |text: &str| {
+        if start.is_empty() {
+            String::new()
+        } else {
+            format!(" {text:>15}")
+        }
+    };
     println!(
-        "{:<18} {:>9} {:>9} {:>16}",
-        "set", "accuracy", "std", "pixels accuracy"
+        "{:<18} {:>9} {:>9} {:>16}{}",
+        "set",
+        "accuracy",
+        "std",
+        "pixels accuracy",
+        start_column("start accuracy")
     );
     for (name, report) in reports {
         let floor = pixel_accuracy(pixels, name);
+        let before = start.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
         println!(
-            "{name:<18} {:>9.4} {:>9.4} {:>16}",
+            "{name:<18} {:>9.4} {:>9.4} {:>16}{}",
             report.accuracy,
             report.accuracy_std,
-            floor.map_or("-".into(), |a| format!("{a:.4}"))
+            floor.map_or("-".into(), |a| format!("{a:.4}")),
+            start_column(&before.map_or("-".into(), |a| format!("{a:.4}")))
         );
     }
 }
@@ -152,6 +184,8 @@ pub(crate) fn write_report(
                 "accuracy_std": report.accuracy_std, "threshold": report.threshold,
                 "val": report.val,
                 "pixel_accuracy": pixel_accuracy(&summary.pixel_baseline, name),
+                "start_accuracy": summary.start_accuracy.iter()
+                    .find(|(n, _)| n == name).map(|(_, a)| *a),
             })
         })
         .collect();

@@ -3,6 +3,7 @@
 //! backbone and this rank's centre shard, then the prototype bank.
 
 use anyhow::Result;
+use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -13,7 +14,7 @@ use lvface_vit::Vit;
 
 use crate::checkpoint::MarginState;
 use crate::clip::clip_global_norm;
-use crate::config::{Accumulate, LossConfig};
+use crate::config::{Accumulate, FinetuneConfig, LossConfig};
 use crate::model::TrainModel;
 use crate::optim::Optim;
 use crate::ranks::GENERATOR;
@@ -31,6 +32,8 @@ pub(crate) struct StepPlan<'a, C> {
     pub clip_norm: f64,
     /// How the micro-batches' gradients combine.
     pub accumulate: Accumulate,
+    /// The backbone's learning-rate multiplier, and when it is held.
+    pub finetune: &'a FinetuneConfig,
     /// `run.seed`.
     pub seed: u64,
     /// The ranks.
@@ -43,7 +46,7 @@ pub(crate) enum Outcome {
     Done {
         /// The loss of the step's batches, averaged over its micro-batches.
         loss: f64,
-        /// The backbone's global gradient norm before clipping.
+        /// The backbone's global gradient norm before clipping (0 while it is held).
         grad_norm: f64,
     },
     /// Not applied: the loss or the gradient is not finite (the same on every rank).
@@ -51,9 +54,14 @@ pub(crate) enum Outcome {
 }
 
 impl<C> StepPlan<'_, C> {
-    /// Runs the step on `batches` (its micro-batches; `first_batch` is the run-wide number of the
-    /// first) at learning rate `lr`. Nothing of a non-finite step is applied, neither to the
-    /// model nor to the bank or the margin losses' statistics.
+    /// Runs optimizer step `step` (counting from 0) on `batches`, its micro-batches, at learning
+    /// rate `lr` (the backbone's is `lr · finetune.backbone_lr_scale`). Nothing of a non-finite
+    /// step is applied, neither to the model nor to the bank or the margin losses' statistics.
+    ///
+    /// While the backbone is held (`finetune.freeze_backbone`, or a step within
+    /// `finetune.classifier_warmup_steps`) it embeds in inference mode, without a graph: no
+    /// backward, no gradient exchange, no AdamW step, and BatchNorm's running statistics stay
+    /// as they are, so only the classification layer moves.
     #[allow(clippy::too_many_arguments)]
     pub fn run<B>(
         &self,
@@ -62,7 +70,7 @@ impl<C> StepPlan<'_, C> {
         bank: &mut PrototypeBank<B>,
         margins: &mut MarginState,
         batches: &[Batch],
-        first_batch: u64,
+        step: u64,
         lr: f64,
     ) -> Result<(TrainModel<B>, Outcome)>
     where
@@ -71,6 +79,9 @@ impl<C> StepPlan<'_, C> {
     {
         let comm = self.comm;
         let device = model.centres.device();
+        let first_batch = step * batches.len() as u64;
+        let held = self.finetune.backbone_held(step);
+        let frozen = held.then(|| model.backbone.valid());
         let scale = self.accumulate.weight(batches.len());
         let mean = 1.0 / batches.len() as f64;
         let mut accumulated = GradientsAccumulator::<Vit<B>>::new();
@@ -86,7 +97,10 @@ impl<C> StepPlan<'_, C> {
                 let _generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
                 let stream = index * comm.world_size() as u64 + comm.rank() as u64;
                 B::seed(&device, step_seed(self.seed, stream));
-                model.backbone.forward(images)
+                match &frozen {
+                    Some(backbone) => Tensor::from_inner(backbone.forward(images.inner())),
+                    None => model.backbone.forward(images),
+                }
             };
             let shard_step = self.shard_step(
                 &model,
@@ -105,13 +119,15 @@ impl<C> StepPlan<'_, C> {
                 Err(e) => return Err(e.into()),
             };
             loss += out.loss as f64 * mean;
-            // The surrogate's gradient with respect to the embeddings is the sharded loss's.
-            let upstream = Tensor::from_inner(out.embedding_grad.clone().mul_scalar(scale));
-            let grads = (embeddings * upstream).sum().backward();
-            accumulated.accumulate(
-                &model.backbone,
-                GradientsParams::from_grads(grads, &model.backbone),
-            );
+            if frozen.is_none() {
+                // The surrogate's gradient with respect to the embeddings is the sharded loss's.
+                let upstream = Tensor::from_inner(out.embedding_grad.clone().mul_scalar(scale));
+                let grads = (embeddings * upstream).sum().backward();
+                accumulated.accumulate(
+                    &model.backbone,
+                    GradientsParams::from_grads(grads, &model.backbone),
+                );
+            }
             // Taken out of `out`, which lives until the bank update: at a million classes each
             // copy of a shard-sized gradient is 2 GB.
             let placeholder = Tensor::zeros([1, 1], &out.centre_grad.device());
@@ -131,15 +147,20 @@ impl<C> StepPlan<'_, C> {
             shard_steps.push(out);
         }
 
-        let grads = all_reduce_gradients::<B, _, _>(accumulated.grads(), &model.backbone, comm)?;
-        let mut grads = grads;
+        // Every rank holds the backbone at the same steps, so all skip the exchange together.
+        let mut grads = if held {
+            GradientsParams::new()
+        } else {
+            all_reduce_gradients::<B, _, _>(accumulated.grads(), &model.backbone, comm)?
+        };
         let grad_norm = clip_global_norm(&model.backbone, &mut grads, self.clip_norm);
         if !grad_norm.is_finite() {
             let what = format!("backbone gradient norm {grad_norm}");
             return Ok((model, Outcome::NonFinite(what)));
         }
         let centre_grad = centre_grad.expect("a step has at least one batch");
-        model = optim.step(lr, model, grads, centre_grad, &taken);
+        let backbone_lr = lr * self.finetune.backbone_lr_scale;
+        model = optim.step(backbone_lr, lr, model, grads, centre_grad, &taken);
         for out in &shard_steps {
             out.update_bank(bank);
         }

@@ -81,6 +81,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
         pfc: PartialFcConfig { sample_rate, seed }.init(0, 1, classes)?,
         phase,
         loss: &config.loss,
+        finetune: &config.finetune,
         clip_norm: config.optim.clip_norm,
         accumulate: config.optim.accumulate,
         seed,
@@ -112,7 +113,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
             &mut bank,
             &mut margins,
             &batches,
-            first,
+            step as u64,
             config.optim.lr,
         )?;
         B::sync(device).map_err(|e| anyhow::anyhow!("synchronising the device: {e:?}"))?;

@@ -56,6 +56,9 @@ pub struct RunSummary {
     pub verification: Vec<(String, VerificationReport)>,
     /// Raw pixels on the same sets.
     pub pixel_baseline: Vec<(String, VerificationReport)>,
+    /// Accuracy of the starting backbone on the same sets, per set, when the run started from
+    /// `finetune.backbone` (verified before its first step).
+    pub start_accuracy: Vec<(String, f64)>,
 }
 
 /// Checks what can be checked before anything is written (the folder is new or empty, the
@@ -226,6 +229,15 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     file.display(),
                     data.classes
                 );
+                // The "before" of the report: the starting weights on the run's own pairs.
+                let backbone = model.backbone.valid();
+                let (reports, _) =
+                    report::verify_sets(&backbone, &data.pairs, &config, device, false)?;
+                if !reports.is_empty() {
+                    report::append_eval(run_dir, 0, 0, &reports)?;
+                    println!("the starting backbone:");
+                    report::print_table(&reports, &[], &[]);
+                }
             }
         }
     }
@@ -238,6 +250,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             println!("resuming at step {} from {}", state.step, dir.display());
         }
     }
+    model.backbone = crate::finetune::freeze(&config.finetune, model.backbone);
     check_same_weights::<B, _, _>(&model.backbone, comm)?;
     let mut metrics = if lead {
         Some(report::open_metrics(run_dir, state.step)?)
@@ -290,6 +303,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             loss: &config.loss,
             clip_norm: config.optim.clip_norm,
             accumulate: config.optim.accumulate,
+            finetune: &config.finetune,
             seed,
             comm,
         };
@@ -323,7 +337,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     &mut bank,
                     &mut state.margins,
                     &batches,
-                    step * accumulation as u64,
+                    step,
                     lr,
                 )
                 .map_err(|e| at_step(e, step + 1, run_dir))?;
@@ -433,7 +447,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                 let (reports, _) =
                     report::verify_sets(&backbone, &data.pairs, &config, device, false)?;
                 report::append_eval(run_dir, state.step, state.epoch, &reports)?;
-                report::print_table(&reports, &[]);
+                report::print_table(&reports, &[], &[]);
                 window = (Instant::now(), 0);
             }
             if state.step == stop_at {
@@ -456,6 +470,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         interrupted,
         verification: Vec::new(),
         pixel_baseline: Vec::new(),
+        start_accuracy: Vec::new(),
     };
     if lead {
         if finished {
@@ -465,7 +480,12 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             report::append_eval(run_dir, state.step, state.epoch, &verification)?;
             summary.verification = verification;
             summary.pixel_baseline = pixels;
-            report::print_table(&summary.verification, &summary.pixel_baseline);
+            summary.start_accuracy = report::start_accuracy(run_dir)?;
+            report::print_table(
+                &summary.verification,
+                &summary.pixel_baseline,
+                &summary.start_accuracy,
+            );
             report::write_report(run_dir, &summary, state.skipped, skipped_images)?;
         }
         let plots = report::write_curves(run_dir)?;

@@ -50,6 +50,7 @@ fn every_config_loads_and_validates() {
         "glint360k_vit_b_8gpu.toml",
         "glint360k_vit_b_8gpu_pco.toml",
         "wf42m_lvface_vit_l_64gpu.toml",
+        "finetune_lvface_vit_b.toml",
     ] {
         assert!(names.iter().any(|n| n == expected), "{expected} missing");
     }
@@ -111,6 +112,22 @@ fn recipe_files_state_their_settings() {
 
     let wf42m = load("wf42m_lvface_vit_l_64gpu.toml");
     assert_eq!(wf42m.loss.curriculum.phases[1].start_epoch, 40);
+
+    // Fine-tuning the released LVFace ViT-B: exactly the preset its `.pt` was trained as (what
+    // `finetune.backbone`'s fit check compares), the classifier alone first, then the backbone
+    // at a tenth of its rate; no negative sampling.
+    let tune = load("finetune_lvface_vit_b.toml");
+    assert_eq!(tune.vit, lvface_vit::VitConfig::vit_b_dp005_mask_005());
+    assert!(tune.finetune.backbone.ends_with(".pt"));
+    assert_eq!(tune.finetune.backbone_lr_scale, 0.1);
+    assert_eq!(tune.finetune.classifier_warmup_steps, 200);
+    assert!(!tune.finetune.freeze_backbone && tune.finetune.frozen_blocks == 0);
+    assert!(tune.loss.curriculum.phases.iter().all(|p| !p.sampling));
+    assert_eq!(
+        tune.loss.curriculum.phases[1].start_epoch * 5,
+        tune.loss.curriculum.epochs * 2
+    );
+    assert_eq!(tune.eval.bins.len(), 1);
 
     // insightface checkpoints its ViT-B and ViT-L (`using_checkpoint=True`); the ViT-T recipe
     // keeps every activation. The binary turns the key into the autodiff backend it trains on.

@@ -172,6 +172,7 @@ fn run_step(micro: usize) -> (TrainModel<B>, Vec<f64>) {
             ..Phase::default()
         },
         loss: &config.loss,
+        finetune: &config.finetune,
         clip_norm: config.optim.clip_norm,
         accumulate: Accumulate::Sum,
         seed: 0,
