@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
-use lvface_train::{create_run, train, Experiment, RunSummary, TrainConfig, METRICS_FILE};
+use lvface_train::{
+    create_run, train, train_local, Experiment, RunSummary, TrainConfig, METRICS_FILE,
+};
 
 type B = Autodiff<Flex>;
 
@@ -347,4 +349,34 @@ fn fine_tuning_on_new_identities_improves_on_their_held_out_pairs_over_the_start
     // learnt to identities it never saw, and training on those identities adds to it.
     assert!(start > pixels + 0.1, "start {start}, pixels {pixels}");
     assert!(end > start + 0.05, "start {start}, end {end}");
+}
+
+#[test]
+fn two_ranks_hold_the_backbone_at_the_same_steps_and_freeze_the_same_blocks() {
+    let depth = "vit.depth=2";
+    let (source, _) = run("ranks-source", &[depth, "run.stop_at_step=4"]);
+    let from = format!("finetune.backbone={}", source.display());
+    let keys = [
+        depth,
+        &from,
+        "finetune.classifier_warmup_steps=2",
+        "finetune.frozen_blocks=1",
+        "run.stop_at_step=5",
+    ];
+    let dir = fresh_dir("ranks");
+    create_run(&smoke(&sets(&keys)), &dir).unwrap();
+    let devices = [Default::default()];
+    let summary = train_local::<B>(&dir, &devices, 2).unwrap();
+    assert_eq!(summary.steps, 5);
+    let norms = grad_norms(&dir);
+    assert_eq!(norms[..2], [0.0, 0.0]);
+    assert!(norms[2..].iter().all(|&n| n > 0.0), "{norms:?}");
+    let changed = differing(&latest_tensors(&source), &latest_tensors(&dir));
+    assert!(changed
+        .iter()
+        .all(|n| !n.starts_with("blocks.0.") && n != "pos_embed"));
+    assert!(
+        changed.iter().any(|n| n == "blocks.1.attn.qkv.weight"),
+        "{changed:?}"
+    );
 }
