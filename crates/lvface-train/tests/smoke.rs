@@ -1,6 +1,8 @@
 //! `configs/smoke.toml` end to end on tiny synthetic data: the loss falls, both phases run,
 //! verification reports, and a run stopped at a checkpoint and resumed ends in the same state
-//! as an uninterrupted one.
+//! as an uninterrupted one; at a slightly larger size, the run beats raw pixels by a margin.
+// The margin test prints what it measured.
+#![allow(clippy::print_stderr)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -98,8 +100,8 @@ fn smoke_run_learns_resumes_and_verifies() {
     // it, after epoch 3 and at the end; the curves were drawn.
     let sets: Vec<&str> = full.verification.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(sets, ["synthetic", "synthetic-masked"]);
+    // 40 pairs are too few to ask for a margin over pixels; the test after this one does.
     assert_eq!(full.verification[0].1.pairs, 40);
-    assert!((0.0..=1.0).contains(&full.verification[0].1.accuracy));
     assert_eq!(full.pixel_baseline.len(), 2);
     assert!(dir.join("report.json").is_file());
     assert!(dir.join("config.toml").is_file());
@@ -350,4 +352,46 @@ fn accumulated_gradients_are_summed_as_train_v2_sums_them() {
     let sum = norm("accumulate-sum", "optim.accumulate=sum");
     let mean = norm("accumulate-mean", "optim.accumulate=mean");
     assert!((sum / mean - 2.0).abs() < 1e-5, "sum {sum}, mean {mean}");
+}
+
+/// 48 identities of 12 images and 300 pairs of 24 held-out ones: the smoke config at a size
+/// where accuracy is measured to a third of a percent (one pair) and the model has enough
+/// identities to generalise from, in seconds.
+const LEARNING_SIZE: [&str; 6] = [
+    "data.synthetic.identities=48",
+    "data.synthetic.images_per_identity=12",
+    "data.synthetic.held_out_identities=24",
+    "data.synthetic.pairs=300",
+    "data.batch_size=32",
+    "eval.batch_size=100",
+];
+
+#[test]
+fn on_48_identities_the_run_beats_raw_pixels_by_a_wide_margin_on_one_rank_and_on_two() {
+    // Measured: 0.903 on one rank, 0.907 on two (16 images each, the same global batch),
+    // against raw pixels' 0.613.
+    let (_, one) = run("learns", &LEARNING_SIZE);
+    let mut halves = LEARNING_SIZE.to_vec();
+    halves[4] = "data.batch_size=16";
+    let (_, two) = run_ranks("learns-2", &halves, 2);
+    for (ranks, summary) in [(1, one), (2, two)] {
+        assert!(summary.finished);
+        let (name, report) = &summary.verification[0];
+        let (pixel_name, pixels) = &summary.pixel_baseline[0];
+        assert_eq!(
+            (name.as_str(), pixel_name.as_str()),
+            ("synthetic", "synthetic")
+        );
+        assert_eq!(report.pairs, 300);
+        eprintln!(
+            "{ranks} rank(s): accuracy {:.4}, raw pixels {:.4}",
+            report.accuracy, pixels.accuracy
+        );
+        assert!(
+            report.accuracy >= pixels.accuracy + 0.15,
+            "{ranks} rank(s): accuracy {} against raw pixels' {}",
+            report.accuracy,
+            pixels.accuracy
+        );
+    }
 }
