@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU reference of lvface's training step (`lvface-train probe --train-step`).
+"""PyTorch CPU reference of lvface's training step (`lvface probe --train-step`).
 
 One optimizer step of insightface's arcface_torch on one device, with the backbone of
 vit_torch.py (vit_t, 19.14 M parameters, token masking and drop path active) and Partial FC v2

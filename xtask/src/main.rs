@@ -1,74 +1,168 @@
-//! `cargo xtask`: lvface's orchestration, as ordinary Rust.
+//! `cargo xtask`: builds the `lvface` binary and runs it.
 //!
-//! xtask depends on no burn crate, so it builds in seconds; the heavy work runs in the
-//! `lvface-train` binary, built in release mode with the backend's feature.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+//! xtask decides only what the binary cannot: the cargo features its `--backend` needs, the
+//! release build (shown as cargo shows it, since the first one takes minutes), and the folder it
+//! runs in, the caller's, so that relative paths mean what they say. Every other argument goes
+//! to the binary untouched, and the binary alone defines its command lines:
+//! `cargo xtask train --help` is `lvface train --help`. The one task of xtask's own is `bench`
+//! (criterion over `benches/`). xtask depends on no burn crate, so it builds in seconds.
+#![allow(clippy::print_stderr)]
 
-mod bench;
-mod data;
-mod deploy;
-mod eval;
-mod probe;
-mod rehearse;
-mod train;
-mod util;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
 
-/// lvface tasks.
-#[derive(Parser)]
-#[command(name = "cargo xtask")]
-struct Cli {
-    #[command(subcommand)]
-    task: Task,
+/// The package and binary xtask builds and runs.
+const PACKAGE: &str = "lvface-train";
+const BINARY: &str = "lvface";
+
+fn main() -> Result<ExitCode> {
+    let mut args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "bench") {
+        return bench(&args[1..]);
+    }
+    let asks_for_help = match args.as_slice() {
+        [] => true,
+        [only] => only == "-h" || only == "--help",
+        _ => false,
+    };
+    if asks_for_help {
+        eprintln!(
+            "cargo xtask COMMAND [ARGS...]: builds `{BINARY}` in release mode (with the cargo \
+             feature of its --backend) and runs `{BINARY} COMMAND ARGS...` in this folder.\n\
+             `cargo xtask bench [FILTER]` runs the criterion benchmarks. The commands of \
+             `{BINARY}`:\n"
+        );
+        args = vec!["--help".into()];
+    }
+    let binary = build(features(&args))?;
+    let status = Command::new(&binary)
+        .args(&args)
+        .status()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    // The binary has said what went wrong; its code is the answer.
+    Ok(ExitCode::from(status.code().map_or(1, |c| c as u8)))
 }
 
-#[derive(Subcommand)]
-enum Task {
-    /// Train a face ViT with the LVFace curriculum and verify it (default: the CPU demo on
-    /// synthetic identities); runs go to a fresh folder under runs/ unless --out is given.
-    Train(train::Args),
-    /// Evaluate a run, a weights file (with --model) or embeddings computed elsewhere on .bin pair
-    /// sets (and a model on IJB-B/C folders): one line per set, report.json, report.md and ROC
-    /// plots.
-    Eval(eval::Args),
-    /// Build a backbone on a backend, embed random batches, print parameters and images/s;
-    /// with --train-step, time whole training steps instead.
-    Probe(probe::Args),
-    /// Rehearse a recipe's classifier and curriculum at its real class count with a tiny
-    /// backbone on in-process ranks, with a resume on another rank count (`lvface-train
-    /// rehearse --help`).
-    Rehearse(rehearse::Args),
-    /// Run the criterion benchmarks (`benches/`) on the default CPU backend.
-    Bench(bench::Args),
-    /// Write a backbone as ONNX ([N,3,112,112] -> [N,512], opset 17) and check the MFR rules.
-    Export(deploy::ExportArgs),
-    /// Turn an insightface / LVFace .pt backbone into lvface weights (.safetensors).
-    Import(deploy::ImportArgs),
-    /// Embed aligned face images into an .npy file (raw, or --flip / --normalize).
-    Embed(deploy::EmbedArgs),
-    /// Cosine similarity of two faces and the same/different decision at a threshold.
-    Verify(deploy::VerifyArgs),
-    /// Data sets: inspect a RecordIO set or .bin file, pack an image folder into RecordIO,
-    /// render synthetic identities (runs `lvface-train data`).
-    Data {
-        #[command(subcommand)]
-        command: data::Args,
-    },
+/// The cargo features for the backend that `args` ask for (`--backend cuda` or
+/// `--backend=cuda`; the CPU otherwise). A backend the binary does not know is left to the
+/// binary to refuse, in the CPU build.
+fn features(args: &[OsString]) -> &'static str {
+    let mut backend = None;
+    let mut args = args.iter().map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "--backend" {
+            backend = args.next().map(|v| v.into_owned());
+        } else if let Some(value) = arg.strip_prefix("--backend=") {
+            backend = Some(value.to_string());
+        }
+    }
+    match backend.as_deref() {
+        Some("cuda") => "cuda",
+        _ => "cpu",
+    }
 }
 
-fn main() -> Result<()> {
-    match Cli::parse().task {
-        Task::Train(args) => train::run(args),
-        Task::Eval(args) => eval::run(args),
-        Task::Probe(args) => probe::run(args),
-        Task::Rehearse(args) => rehearse::run(args),
-        Task::Bench(args) => bench::run(args),
-        Task::Export(args) => deploy::run(deploy::Deploy::Export(args)),
-        Task::Import(args) => deploy::run(deploy::Deploy::Import(args)),
-        Task::Embed(args) => deploy::run(deploy::Deploy::Embed(args)),
-        Task::Verify(args) => deploy::run(deploy::Deploy::Verify(args)),
-        Task::Data { command } => data::run(command),
+/// Builds the binary in release mode with `features` and returns its path, with cargo's own
+/// progress on the terminal.
+fn build(features: &str) -> Result<PathBuf> {
+    eprintln!(
+        "building {BINARY} (release, --features {features}); the first build takes about 7 \
+         minutes on 2 cores, later ones seconds"
+    );
+    let output = cargo()
+        .args(["build", "--release", "-p", PACKAGE, "--bin", BINARY])
+        .args(["--no-default-features", "--features", features])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("starting cargo")?;
+    if !output.status.success() {
+        bail!("building {BINARY} failed ({})", output.status);
+    }
+    let messages = String::from_utf8_lossy(&output.stdout);
+    executable(&messages).with_context(|| format!("cargo built no `{BINARY}` executable"))
+}
+
+/// The path of the `lvface` executable among cargo's JSON messages.
+fn executable(messages: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == BINARY)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+}
+
+/// `cargo bench -p lvface-bench [-- FILTER]`.
+fn bench(args: &[OsString]) -> Result<ExitCode> {
+    let mut command = cargo();
+    command.args(["bench", "-p", "lvface-bench"]);
+    if !args.is_empty() {
+        command.arg("--").args(args);
+    }
+    let status = command.status().context("starting cargo")?;
+    Ok(ExitCode::from(status.code().map_or(1, |c| c as u8)))
+}
+
+/// `cargo` as the user invoked it (rustup's proxy sets `CARGO`), on the workspace's manifest
+/// whatever folder xtask was started from.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(project_root());
+    command
+}
+
+/// The workspace root.
+fn project_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn the_backend_argument_picks_the_build_and_nothing_else_does() {
+        for (line, want) in [
+            ("train", "cpu"),
+            ("train --backend cuda --devices 8", "cuda"),
+            ("eval --run runs/a --backend=cuda", "cuda"),
+            ("probe --backend cpu", "cpu"),
+            // A value after `--` is not an option of the binary's.
+            ("verify a.jpg -- --backend cuda", "cpu"),
+            // A name the binary refuses is refused by the CPU build.
+            ("train --backend tpu", "cpu"),
+            // `--set` values are the configuration's, not xtask's.
+            ("train --set run.backend=cuda", "cpu"),
+        ] {
+            assert_eq!(features(&args(line)), want, "{line}");
+        }
+    }
+
+    #[test]
+    fn the_executable_is_found_among_cargos_messages() {
+        let messages = [
+            r#"{"reason":"compiler-artifact","target":{"name":"lvface_train"},"executable":null}"#,
+            "not json",
+            r#"{"reason":"compiler-artifact","target":{"name":"lvface"},"executable":"/t/release/lvface"}"#,
+            r#"{"reason":"build-finished","success":true}"#,
+        ]
+        .join("\n");
+        assert_eq!(
+            executable(&messages),
+            Some(PathBuf::from("/t/release/lvface"))
+        );
+        assert_eq!(executable(r#"{"reason":"build-finished"}"#), None);
     }
 }

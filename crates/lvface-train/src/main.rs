@@ -1,4 +1,5 @@
-//! `lvface-train`: the binary behind `cargo xtask`, built with the backend features.
+//! `lvface`: train, evaluate, export, import, embed, verify and pack data from one command
+//! (`cargo install --path crates/lvface-train`, or `cargo xtask COMMAND ...` from a checkout).
 #![allow(clippy::print_stdout)]
 
 mod backend;
@@ -17,9 +18,9 @@ use clap::{Parser, Subcommand};
 use lvface_train::{create_run, fresh_run_dir, with_autodiff, Experiment, RunSummary, TrainConfig};
 use lvface_vit::VitConfig;
 
-/// lvface's compute binary; `cargo xtask` builds and runs it.
+/// Face-recognition training with LVFace: a plain ViT and a curriculum of face losses.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "lvface", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

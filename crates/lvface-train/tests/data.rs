@@ -15,7 +15,7 @@ fn fresh_dir(name: &str) -> PathBuf {
 }
 
 fn data(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lvface-train"))
+    Command::new(env!("CARGO_BIN_EXE_lvface"))
         .arg("data")
         .args(args)
         .output()
@@ -173,7 +173,7 @@ fn a_set_above_two_to_the_24_images_inspects_and_trains() {
 
     let out = dir.join("run");
     let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
-    let trained = Command::new(env!("CARGO_BIN_EXE_lvface-train"))
+    let trained = Command::new(env!("CARGO_BIN_EXE_lvface"))
         .args(["train", "--config", s(&smoke), "--out", s(&out)])
         .args(["--set", &format!("data.rec={}", s(&rec))])
         .args([

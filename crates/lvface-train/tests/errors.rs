@@ -22,7 +22,7 @@ fn fresh_dir(name: &str) -> PathBuf {
 
 /// Runs `lvface-train train` and returns its stderr, asserting that it failed cleanly.
 fn fails(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_lvface-train"))
+    let output = Command::new(env!("CARGO_BIN_EXE_lvface"))
         .arg("train")
         .args(args)
         .output()

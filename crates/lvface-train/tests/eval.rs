@@ -19,7 +19,7 @@ fn fresh_dir(name: &str) -> PathBuf {
 }
 
 fn eval(args: &[&Path]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lvface-train"))
+    Command::new(env!("CARGO_BIN_EXE_lvface"))
         .arg("eval")
         .args(args)
         .output()

@@ -24,7 +24,7 @@ fn s(path: &Path) -> &str {
 }
 
 fn train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lvface-train"))
+    Command::new(env!("CARGO_BIN_EXE_lvface"))
         .arg("train")
         .args(args)
         .output()
@@ -52,7 +52,7 @@ fn report(run: &Path) -> serde_json::Value {
 fn a_corrupt_image_skipped_on_two_ranks_keeps_batches_full_and_is_named() {
     let dir = fresh_dir("skip");
     let set = dir.join("set");
-    let synth = Command::new(env!("CARGO_BIN_EXE_lvface-train"))
+    let synth = Command::new(env!("CARGO_BIN_EXE_lvface"))
         .args([
             "data",
             "synth",
@@ -164,7 +164,7 @@ fn a_checkpoint_the_disk_refuses_leaves_the_previous_one_and_names_the_file() {
         .arg(format!(
             "ulimit -f {blocks} && trap '' XFSZ && exec \"$0\" \"$@\""
         ))
-        .arg(env!("CARGO_BIN_EXE_lvface-train"))
+        .arg(env!("CARGO_BIN_EXE_lvface"))
         .args(["train", "--resume", s(&run)])
         .output()
         .unwrap();

@@ -22,7 +22,7 @@ fn fresh_dir(name: &str) -> PathBuf {
 }
 
 fn train_command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lvface-train"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lvface"));
     command
         .arg("train")
         .args(args)

@@ -77,7 +77,7 @@ fn spawn_ranks(args: &[&str], nodes: &[(&str, usize)], env: &[(&str, &str)]) -> 
     let mut children = Vec::new();
     for &(node, ranks) in nodes {
         for local_rank in 0..ranks {
-            let mut command = Command::new(env!("CARGO_BIN_EXE_lvface-train"));
+            let mut command = Command::new(env!("CARGO_BIN_EXE_lvface"));
             command
                 .args(args)
                 .env("RANK", children.len().to_string())

@@ -11,7 +11,7 @@ fn a_rehearsal_runs_every_phase_and_resumes_on_another_rank_count() {
         std::fs::remove_dir_all(&out).unwrap();
     }
     let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.toml");
-    let output = Command::new(env!("CARGO_BIN_EXE_lvface-train"))
+    let output = Command::new(env!("CARGO_BIN_EXE_lvface"))
         .args(["rehearse", "--config"])
         .arg(&smoke)
         .args([
