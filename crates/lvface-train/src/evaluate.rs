@@ -17,7 +17,7 @@ use lvface_vit::{Vit, VitConfig};
 
 use crate::checkpoint;
 use crate::config::TrainConfig;
-use crate::train::CONFIG_FILE;
+use crate::run_folder::CONFIG_FILE;
 use crate::verify::{embed_pairs, values};
 
 /// Images embedded at once when neither the run nor the caller says.

@@ -37,8 +37,12 @@ mod plots;
 mod progress;
 mod ranks;
 mod report;
+mod run_data;
+mod run_folder;
 mod schedule;
+mod seeds;
 mod source;
+mod start;
 mod step;
 mod stop;
 mod throughput;
@@ -61,15 +65,14 @@ pub use evaluate::{
 };
 pub use finetune::backbone_source;
 pub use model::TrainModel;
-pub use plots::{write_curves, EVAL_FILE, PLOT_SIZE};
+pub use plots::{write_curves, PLOT_SIZE};
 pub use progress::{bar, format_eta, Progress};
 pub use ranks::PeerFailed;
+pub use run_folder::{fresh_run_dir, RunSummary, CONFIG_FILE, EVAL_FILE, METRICS_FILE};
 pub use schedule::Schedule;
+pub use seeds::step_seed;
 pub use source::{check_training_source, open_training_source};
 pub use stop::{stop_on_signals, stop_requested, STOPPED_EXIT_CODE};
 pub use throughput::{time_train_steps, StepTiming};
-pub use train::{
-    create_run, fresh_run_dir, step_seed, train, train_launched, train_local, RunSummary,
-    CONFIG_FILE, METRICS_FILE,
-};
+pub use train::{create_run, train, train_launched, train_local};
 pub use verify::{embed_pairs, pixel_baseline, verification, PairEmbeddings};

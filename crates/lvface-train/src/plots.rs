@@ -17,11 +17,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use crate::train::METRICS_FILE;
+use crate::run_folder::{EVAL_FILE, METRICS_FILE};
 
-/// The per-verification file of a run folder: one JSON object per line,
-/// `{"step": u64, "set": String, "accuracy": f64, ...}`.
-pub const EVAL_FILE: &str = "eval.jsonl";
 /// Size in pixels of every plot.
 pub const PLOT_SIZE: (u32, u32) = (800, 500);
 /// The most points a drawn curve keeps.

@@ -17,8 +17,7 @@ use lvface_vit::Vit;
 use crate::checkpoint::write_atomic;
 use crate::config::TrainConfig;
 pub(crate) use crate::plots::write_curves;
-use crate::plots::EVAL_FILE;
-use crate::train::{RunSummary, METRICS_FILE};
+use crate::run_folder::{RunSummary, EVAL_FILE, METRICS_FILE};
 use crate::verify;
 
 /// Verification reports, per pair set.

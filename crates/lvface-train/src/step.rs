@@ -18,7 +18,7 @@ use crate::config::{Accumulate, FinetuneConfig, LossConfig};
 use crate::model::TrainModel;
 use crate::optim::Optim;
 use crate::ranks::GENERATOR;
-use crate::train::step_seed;
+use crate::seeds::step_seed;
 
 /// What does not change between the steps of a phase.
 pub(crate) struct StepPlan<'a, C> {

@@ -12,10 +12,11 @@ use lvface_pfc::{ClassShard, PartialFcConfig, Solo};
 
 use crate::checkpoint::MarginState;
 use crate::config::TrainConfig;
+use crate::model::init_model;
 use crate::model::TrainModel;
 use crate::optim::{init_optimizer, Optim};
+use crate::seeds::step_seed;
 use crate::step::{Outcome, StepPlan};
-use crate::train::{init_model, step_seed};
 
 /// What [`time_train_steps`] measured.
 #[derive(Debug, Clone, PartialEq)]

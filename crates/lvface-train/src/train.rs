@@ -4,62 +4,28 @@
 #![allow(clippy::print_stdout)]
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
-use burn::prelude::*;
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
-use lvface_data::{BinPairs, FaceSource, Loader, LoaderConfig, RecordDataset, SyntheticFaces};
-use lvface_eval::VerificationReport;
 use lvface_pfc::{
     run_local_peers, BurnCollective, ClassShard, Collective, Launch, PartialFcConfig, Solo,
 };
 
-use crate::checkpoint::{self, MarginState, TrainState};
+use crate::checkpoint::{self, TrainState};
 use crate::config::{NonFinitePolicy, TrainConfig};
-use crate::model::TrainModel;
-use crate::optim::{init_optimizer, Optim};
 use crate::progress::Progress;
-use crate::ranks::{agree, check_same_weights, first_failure, lead_decides, GENERATOR};
+use crate::ranks::{agree, check_same_weights, first_failure, lead_decides};
 use crate::report;
+use crate::run_data::{open_data, render_synthetic};
+use crate::run_folder::{RunSummary, CONFIG_FILE};
 use crate::schedule::Schedule;
-use crate::source::{check_class_count, check_training_source, open_training_source};
+use crate::source::check_training_source;
+use crate::start::{start_rank, Start};
 use crate::step::{Outcome, StepPlan};
 use crate::stop::{any_rank_asked_to_stop, at_step};
-
-/// The held-out synthetic pairs in a run's `data/` folder.
-const SYNTHETIC_PAIRS: &str = "synthetic_pairs.bin";
-/// The same pairs with a face mask on the second face.
-const SYNTHETIC_MASKED_PAIRS: &str = "synthetic_masked_pairs.bin";
-
-/// The resolved configuration inside a run folder.
-pub const CONFIG_FILE: &str = "config.toml";
-/// One JSON object per step.
-pub const METRICS_FILE: &str = "metrics.jsonl";
-
-/// What a call to [`train`] did.
-#[derive(Debug)]
-pub struct RunSummary {
-    /// Steps done in all (this session and earlier ones).
-    pub steps: u64,
-    /// `(step, loss)` of the steps this session ran, `step` counting from 1.
-    pub losses: Vec<(u64, f64)>,
-    /// Whether the run reached its last step (and was verified).
-    pub finished: bool,
-    /// Whether it stopped early because a rank was asked to (SIGTERM, SIGINT), after writing a
-    /// checkpoint.
-    pub interrupted: bool,
-    /// Verification of the trained backbone, per pair set.
-    pub verification: Vec<(String, VerificationReport)>,
-    /// Raw pixels on the same sets.
-    pub pixel_baseline: Vec<(String, VerificationReport)>,
-    /// Accuracy of the starting backbone on the same sets, per set, when the run started from
-    /// `finetune.backbone` (verified before its first step).
-    pub start_accuracy: Vec<(String, f64)>,
-}
 
 /// Checks what can be checked before anything is written (the folder is new or empty, the
 /// data and pair sets exist), then creates `run_dir` and writes the resolved configuration.
@@ -181,7 +147,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     };
     agree(comm, device, rendered)?;
     let data = agree(comm, device, open_data(&config, run_dir, rank, world))?;
-    let loader = data.loader;
+    let loader = &data.loader;
     let accumulation = config.optim.gradient_accumulation;
     let batches_per_epoch = loader.batches_per_epoch();
     let schedule = Schedule::new(&config, (batches_per_epoch / accumulation) as u64);
@@ -197,60 +163,12 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     let curriculum = config.loss.curriculum.init();
     let shard = ClassShard::new(rank, world, data.classes);
 
-    let mut model = init_model::<B>(&config, shard, device);
-    let mut optim: Optim<B> = init_optimizer(&config.optim);
-    let mut bank =
-        config
-            .loss
-            .prototypes
-            .init::<B>(shard.num_local(), config.vit.num_features, device);
-    let mut state = TrainState {
-        step: 0,
-        epoch: 0,
-        batch_in_epoch: 0,
-        phase: 0,
-        steps_per_epoch: schedule.steps_per_epoch,
-        classes: data.classes,
-        seed,
-        loss: f64::NAN,
-        world_size: world,
-        centre_steps: 0,
-        skipped: 0,
-        margins: MarginState::default(),
-    };
-    let latest = checkpoint::latest(run_dir)?;
-    if latest.is_none() {
-        if let Some(file) = crate::finetune::backbone_source(&config)? {
-            model.backbone = crate::finetune::start(&config, model.backbone)?;
-            if lead {
-                println!(
-                    "starting the backbone from {} (finetune.backbone); the classification \
-                     layer and the prototype bank start fresh for {} classes",
-                    file.display(),
-                    data.classes
-                );
-                // The "before" of the report: the starting weights on the run's own pairs.
-                let backbone = model.backbone.valid();
-                let (reports, _) =
-                    report::verify_sets(&backbone, &data.pairs, &config, device, false)?;
-                if !reports.is_empty() {
-                    report::append_eval(run_dir, 0, 0, &reports)?;
-                    println!("the starting backbone:");
-                    report::print_table(&reports, &[], &[]);
-                }
-            }
-        }
-    }
-    if let Some(dir) = latest {
-        let loaded = checkpoint::load(&dir, shard, model, optim, &mut bank, device)
-            .with_context(|| format!("cannot resume from checkpoint {}", dir.display()));
-        (state, model, optim) = agree(comm, device, loaded)?;
-        state = resumed_state(state, &dir, &schedule, data.classes, world)?;
-        if lead {
-            println!("resuming at step {} from {}", state.step, dir.display());
-        }
-    }
-    model.backbone = crate::finetune::freeze(&config.finetune, model.backbone);
+    let Start {
+        mut model,
+        mut optim,
+        mut bank,
+        mut state,
+    } = start_rank::<B, C>(&config, run_dir, &data, &schedule, shard, device, comm)?;
     check_same_weights::<B, _, _>(&model.backbone, comm)?;
     let mut metrics = if lead {
         Some(report::open_metrics(run_dir, state.step)?)
@@ -327,7 +245,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                 });
             let batches =
                 agree(comm, device, batches).map_err(|e| at_step(e, step + 1, run_dir))?;
-            crate::source::log_skips(&loader, rank);
+            crate::source::log_skips(loader, rank);
             let lr = schedule.lr(step);
             let outcome;
             (model, outcome) = plan
@@ -496,192 +414,10 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     Ok(summary)
 }
 
-/// A fresh model for `shard`: the backbone is the same on every rank (seeded by `run.seed`),
-/// each centre shard is drawn from its own stream.
-pub(crate) fn init_model<B: AutodiffBackend>(
-    config: &TrainConfig,
-    shard: ClassShard,
-    device: &B::Device,
-) -> TrainModel<B> {
-    let _generator = GENERATOR.lock().unwrap_or_else(|p| p.into_inner());
-    B::seed(device, config.run.seed);
-    // burn draws a parameter's initial values when it is first used; draw them now, while
-    // this rank holds the generator, or in-process ranks would start from different weights.
-    let backbone = initialized(config.vit.init(device));
-    B::seed(
-        device,
-        step_seed(config.run.seed ^ CENTRES_STREAM, shard.rank as u64),
-    );
-    TrainModel::new(backbone, shard.num_local(), config.vit.num_features, device)
-}
-
-/// Seeds the centre shards' streams apart from the backbone's.
-const CENTRES_STREAM: u64 = 0x6365_6e74_7265_7300;
-
-/// `module` with every parameter's lazy initialisation done.
-fn initialized<B: Backend, M: Module<B>>(module: M) -> M {
-    struct Touch;
-    impl<B: Backend> ModuleVisitor<B> for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let _ = param.val();
-        }
-    }
-    module.visit(&mut Touch);
-    module
-}
-
-/// The state a checkpoint resumes at. On the ranks it was written with, as saved; on another
-/// number of ranks the steps per epoch change, so only an epoch end can be continued, at the
-/// start of the next epoch.
-fn resumed_state(
-    state: TrainState,
-    dir: &Path,
-    schedule: &Schedule,
-    classes: usize,
-    world: usize,
-) -> Result<TrainState> {
-    if state.classes != classes {
-        bail!(
-            "checkpoint {} was taken with {} classes, the data now gives {classes}",
-            dir.display(),
-            state.classes
-        );
-    }
-    if state.world_size == world {
-        if state.steps_per_epoch != schedule.steps_per_epoch {
-            bail!(
-                "checkpoint {} was taken with {} steps per epoch, the data and configuration \
-                 now give {}",
-                dir.display(),
-                state.steps_per_epoch,
-                schedule.steps_per_epoch
-            );
-        }
-        return Ok(state);
-    }
-    if state.batch_in_epoch != 0 {
-        bail!(
-            "checkpoint {} was taken on {} rank(s) in the middle of epoch {}; a run continues \
-             on {world} rank(s) only from an epoch end (resume on {0} rank(s), or from an \
-             epoch-end checkpoint)",
-            dir.display(),
-            state.world_size,
-            state.epoch
-        );
-    }
-    Ok(TrainState {
-        step: state.epoch * schedule.steps_per_epoch,
-        steps_per_epoch: schedule.steps_per_epoch,
-        world_size: world,
-        ..state
-    })
-}
-
 fn finite_or_null(value: f64) -> serde_json::Value {
     if value.is_finite() {
         value.into()
     } else {
         serde_json::Value::Null
     }
-}
-
-/// The backend seed of stream `step`: SplitMix64 of the pair, so that masking and drop path of a
-/// batch do not depend on how many batches this process ran before it.
-pub fn step_seed(seed: u64, step: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-struct Data {
-    loader: Loader,
-    classes: usize,
-    images: usize,
-    pairs: Vec<(String, BinPairs)>,
-}
-
-/// Renders the synthetic training set and its verification pairs into `RUN_DIR/data/` the
-/// first time (nothing when the run trains on `data.rec`).
-fn render_synthetic(config: &TrainConfig, run_dir: &Path) -> Result<()> {
-    let dir = run_dir.join("data");
-    if !config.data.rec.is_empty() || dir.exists() {
-        return Ok(());
-    }
-    let tmp = run_dir.join("data.tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    let faces = SyntheticFaces::new(config.data.synthetic.clone())?;
-    let (images, classes) = faces.write_rec(&tmp)?;
-    faces.write_bin(&tmp.join(SYNTHETIC_PAIRS))?;
-    faces.write_masked_bin(&tmp.join(SYNTHETIC_MASKED_PAIRS))?;
-    std::fs::rename(&tmp, &dir)?;
-    println!(
-        "rendered {images} synthetic images of {classes} identities into {}",
-        dir.display()
-    );
-    Ok(())
-}
-
-/// The training set (rank `rank`'s share of it) and the verification pair sets.
-fn open_data(config: &TrainConfig, run_dir: &Path, rank: usize, world: usize) -> Result<Data> {
-    let mut pairs = Vec::new();
-    let (source, classes): (Arc<dyn FaceSource>, usize) = if config.data.rec.is_empty() {
-        let dir = run_dir.join("data");
-        let bin = dir.join(SYNTHETIC_PAIRS);
-        if config.eval.synthetic_pairs && config.data.synthetic.pairs > 0 {
-            pairs.push(("synthetic".to_string(), BinPairs::read(&bin)?));
-            let masked = dir.join(SYNTHETIC_MASKED_PAIRS);
-            // Run folders rendered before masked pairs existed have none.
-            if masked.is_file() {
-                pairs.push(("synthetic-masked".to_string(), BinPairs::read(&masked)?));
-            }
-        }
-        let source = RecordDataset::open(&dir)?;
-        let classes = source
-            .num_classes()
-            .with_context(|| format!("{} does not say how many classes it has", dir.display()))?;
-        (Arc::new(source), classes)
-    } else {
-        open_training_source(&config.data.rec)?
-    };
-    check_class_count(classes, &run_dir.join("data").display().to_string())?;
-    for bin in &config.eval.bins {
-        let name = crate::evaluate::set_name(Path::new(bin));
-        let set = BinPairs::read(Path::new(bin)).with_context(|| format!("eval.bins: {bin}"))?;
-        pairs.push((name, set));
-    }
-    let images = source.len();
-    let loader_config = LoaderConfig {
-        batch_size: config.data.batch_size,
-        workers: config.data.workers,
-        prefetch: config.data.prefetch,
-        seed: config.run.seed,
-        shuffle: true,
-        image_size: config.vit.image_size as u32,
-        on_corrupt: config.data.on_corrupt,
-        augment: config.data.augment.clone(),
-    };
-    Ok(Data {
-        loader: Loader::new(source, loader_config, rank, world)?,
-        classes,
-        images,
-        pairs,
-    })
-}
-
-/// A fresh folder `runs/run-<unix seconds>[-n]` under `root`.
-pub fn fresh_run_dir(root: &Path) -> PathBuf {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let base = root.join("runs").join(format!("run-{secs}"));
-    let mut dir = base.clone();
-    let mut n = 1;
-    while dir.exists() {
-        dir = PathBuf::from(format!("{}-{n}", base.display()));
-        n += 1;
-    }
-    dir
 }
