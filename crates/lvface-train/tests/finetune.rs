@@ -3,10 +3,13 @@
 //! created; what the `finetune` keys freeze stays to the bit, the backbone's rate is the
 //! multiple asked for, and a fine-tuning run resumes exactly.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
+use common::LEARNING_SIZE;
 use lvface_train::{
     create_run, train, train_local, Experiment, RunSummary, TrainConfig, METRICS_FILE,
 };
@@ -320,26 +323,20 @@ fn the_classifier_warms_up_alone_then_the_backbone_moves_and_the_run_resumes_exa
 
 #[test]
 fn fine_tuning_on_new_identities_improves_on_their_held_out_pairs_over_the_start() {
-    // 48 identities of 12 images, 300 pairs of 24 held-out ones: enough for accuracy to mean
-    // something (one pair is 0.0033), small enough for seconds.
-    let size = [
-        "data.synthetic.identities=48",
-        "data.synthetic.images_per_identity=12",
-        "data.synthetic.held_out_identities=24",
-        "data.synthetic.pairs=300",
-        "data.batch_size=32",
-        "eval.batch_size=100",
-    ];
     // The source: a third of the run (2 of 6 epochs) on the default synthetic identities.
     let (source, _) = run(
         "new-ids-source",
-        &[&size[..], &["run.stop_at_step=36"]].concat(),
+        &[&LEARNING_SIZE[..], &["run.stop_at_step=36"]].concat(),
     );
     // The new data: other identities (another seed), their own held-out pairs.
     let from = format!("finetune.backbone={}", source.display());
     let (_, tuned) = run(
         "new-ids",
-        &[&size[..], &[from.as_str(), "data.synthetic.seed=77"]].concat(),
+        &[
+            &LEARNING_SIZE[..],
+            &[from.as_str(), "data.synthetic.seed=77"],
+        ]
+        .concat(),
     );
     let start = tuned.start_accuracy[0].1;
     let (name, end) = (&tuned.verification[0].0, tuned.verification[0].1.accuracy);

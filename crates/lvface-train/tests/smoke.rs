@@ -4,10 +4,13 @@
 // The margin test prints what it measured.
 #![allow(clippy::print_stderr)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
+use common::LEARNING_SIZE;
 use lvface_train::{
     create_run, train, train_local, Experiment, RunSummary, TrainConfig, METRICS_FILE,
 };
@@ -353,18 +356,6 @@ fn accumulated_gradients_are_summed_as_train_v2_sums_them() {
     let mean = norm("accumulate-mean", "optim.accumulate=mean");
     assert!((sum / mean - 2.0).abs() < 1e-5, "sum {sum}, mean {mean}");
 }
-
-/// 48 identities of 12 images and 300 pairs of 24 held-out ones: the smoke config at a size
-/// where accuracy is measured to a third of a percent (one pair) and the model has enough
-/// identities to generalise from, in seconds.
-const LEARNING_SIZE: [&str; 6] = [
-    "data.synthetic.identities=48",
-    "data.synthetic.images_per_identity=12",
-    "data.synthetic.held_out_identities=24",
-    "data.synthetic.pairs=300",
-    "data.batch_size=32",
-    "eval.batch_size=100",
-];
 
 #[test]
 fn on_48_identities_the_run_beats_raw_pixels_by_a_wide_margin_on_one_rank_and_on_two() {
