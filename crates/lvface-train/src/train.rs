@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
+use lvface_data::Batch;
 use lvface_pfc::{
     run_local_peers, BurnCollective, ClassShard, Collective, Launch, PartialFcConfig, Solo,
 };
@@ -232,17 +233,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             .skip(done_in_epoch as usize * accumulation);
         for _ in done_in_epoch..schedule.steps_per_epoch {
             let step = state.step;
-            let batches = (&mut epoch_batches)
-                .take(accumulation)
-                .map(|b| b.map_err(anyhow::Error::from))
-                .collect::<Result<Vec<_>>>()
-                .and_then(|batches| match batches.len() {
-                    n if n == accumulation => Ok(batches),
-                    n => bail!(
-                        "the loader gave {n} of the {accumulation} batches of step {step} \
-                         (epoch {epoch})"
-                    ),
-                });
+            let batches = next_batches(&mut epoch_batches, accumulation, step, epoch);
             let batches =
                 agree(comm, device, batches).map_err(|e| at_step(e, step + 1, run_dir))?;
             crate::source::log_skips(loader, rank);
@@ -265,25 +256,9 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     (loss, grad_norm)
                 }
                 Outcome::NonFinite(what) => {
-                    let last = checkpoint::latest(run_dir)?
-                        .map_or("none yet".into(), |d| d.display().to_string());
                     let at = format!("step {} (epoch {epoch}, phase {phase_index})", step + 1);
                     skipped_in_a_row += 1;
-                    if config.run.nonfinite == NonFinitePolicy::Stop
-                        || skipped_in_a_row > config.run.skip_limit
-                    {
-                        bail!(
-                            "{what} at {at}; stopped ({}), the last good checkpoint is {last}",
-                            if config.run.nonfinite == NonFinitePolicy::Stop {
-                                "run.nonfinite = \"stop\"".to_string()
-                            } else {
-                                format!(
-                                    "more than run.skip_limit = {} in a row",
-                                    config.run.skip_limit
-                                )
-                            }
-                        );
-                    }
+                    skip_or_stop(&config, run_dir, &what, &at, skipped_in_a_row)?;
                     state.skipped += 1;
                     if lead {
                         println!("skipping {at}: {what} (run.nonfinite = \"skip\")");
@@ -412,6 +387,51 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         }
     }
     Ok(summary)
+}
+
+/// The `accumulation` micro-batches of `step`, or an error saying how many the loader gave.
+fn next_batches(
+    batches: &mut impl Iterator<Item = lvface_data::Result<Batch>>,
+    accumulation: usize,
+    step: u64,
+    epoch: u64,
+) -> Result<Vec<Batch>> {
+    let batches = batches
+        .take(accumulation)
+        .map(|b| b.map_err(anyhow::Error::from))
+        .collect::<Result<Vec<_>>>()?;
+    match batches.len() {
+        n if n == accumulation => Ok(batches),
+        n => bail!(
+            "the loader gave {n} of the {accumulation} batches of step {step} (epoch {epoch})"
+        ),
+    }
+}
+
+/// Whether a step that was not finite (`what`, at `at`) stops the run: always with
+/// `run.nonfinite = "stop"`, and with "skip" once `in_a_row` passes `run.skip_limit`. The error
+/// names the last good checkpoint.
+fn skip_or_stop(
+    config: &TrainConfig,
+    run_dir: &Path,
+    what: &str,
+    at: &str,
+    in_a_row: u64,
+) -> Result<()> {
+    let stop = config.run.nonfinite == NonFinitePolicy::Stop;
+    if !stop && in_a_row <= config.run.skip_limit {
+        return Ok(());
+    }
+    let last = checkpoint::latest(run_dir)?.map_or("none yet".into(), |d| d.display().to_string());
+    let why = if stop {
+        "run.nonfinite = \"stop\"".to_string()
+    } else {
+        format!(
+            "more than run.skip_limit = {} in a row",
+            config.run.skip_limit
+        )
+    };
+    bail!("{what} at {at}; stopped ({why}), the last good checkpoint is {last}")
 }
 
 fn finite_or_null(value: f64) -> serde_json::Value {
