@@ -1,12 +1,14 @@
-//! What the user sees while training: one plain line per `run.log_every` steps with a text bar,
-//! the percentage done, the step counts, the step's figures and an ETA.
-//!
-//! The lines are whole lines, without carriage returns or terminal control codes, so that they
-//! read the same on a terminal, in a log file and in CI output. The ETA is the mean time per
+//! What the user sees while training: the percentage done, the step counts, the step's figures
+//! and an ETA. On a terminal they are one bar redrawn in place after every step (indicatif);
+//! anywhere else (a log file, CI) one whole line per `run.log_every` steps with a text bar,
+//! without carriage returns or terminal control codes ([`ProgressOutput`]). The ETA is the mean time per
 //! step of the steps this process ran (timed from [`Progress::new`]) times the steps left: a
 //! resumed run does not count the steps an earlier process ran, which it did not time.
 
+use std::io::IsTerminal;
 use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Width in characters of the bar inside the brackets of a progress line.
 const BAR_WIDTH: usize = 20;
@@ -123,9 +125,92 @@ pub fn bar(fraction: f64, width: usize) -> String {
     format!("[{}{}]", "#".repeat(done), ".".repeat(width - done))
 }
 
+/// Where the progress lines of rank 0 go: a bar redrawn in place on a terminal, plain lines
+/// otherwise. Everything else the run prints while the bar is up goes through
+/// [`ProgressOutput::suspend`], so that it is not drawn over.
+pub(crate) struct ProgressOutput {
+    bar: Option<ProgressBar>,
+}
+
+impl ProgressOutput {
+    /// Output for a run of `total_steps` steps resuming after `start_step`; with `show` false
+    /// (ranks other than 0) nothing is shown.
+    pub(crate) fn new(show: bool, total_steps: u64, start_step: u64) -> Self {
+        let bar = (show && std::io::stdout().is_terminal()).then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stdout());
+            let style = ProgressStyle::with_template("[{bar:20}] {percent:>3}% {msg}")
+                .expect("the template is valid")
+                .progress_chars("#>.");
+            bar.set_style(style);
+            bar.set_position(start_step);
+            bar
+        });
+        Self { bar }
+    }
+
+    /// Shows `line` ([`Progress::line`] after step `step`): on the bar always, as a plain line
+    /// only when it is `due`. Returns whether a plain line was printed.
+    // The line is the run's report to its user on stdout.
+    #[allow(clippy::print_stdout)]
+    pub(crate) fn show(&self, line: &str, step: u64, due: bool) -> bool {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step);
+                bar.set_message(figures(line).to_string());
+                false
+            }
+            None if due => {
+                println!("{line}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `print` with the bar out of the way.
+    pub(crate) fn suspend<R>(&self, print: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(print),
+            None => print(),
+        }
+    }
+
+    /// Leaves the bar drawn where it is, for what the run prints after it.
+    pub(crate) fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.abandon();
+        }
+    }
+}
+
+/// What follows the text bar and percentage in a progress line: the bar draws those itself.
+fn figures(line: &str) -> &str {
+    line.split_once("% ")
+        .map_or(line, |(_, rest)| rest.trim_start())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bar_shows_the_lines_figures_after_its_own_bar_and_percentage() {
+        let mut progress = Progress::new(1000, 0);
+        let line = progress.line(350, 3, "early", 12.3456, 1e-3, 2.345, 1234.5);
+        let rest = figures(&line);
+        assert!(
+            rest.starts_with("step 350/1000 epoch 3 early loss 12.3456 lr 1.00e-3 |g| 2.345"),
+            "{rest}"
+        );
+        assert!(rest.contains("1234.5 img/s ETA "), "{rest}");
+        assert_eq!(format!("{} {:>3}% {rest}", bar(0.35, BAR_WIDTH), 35), line);
+        // Plain output (off a terminal) prints the line only when it is due.
+        let output = ProgressOutput { bar: None };
+        assert!(output.show(&line, 350, true));
+        assert!(!output.show(&line, 351, false));
+        assert_eq!(output.suspend(|| 7), 7);
+    }
 
     #[test]
     fn eta_is_formatted_in_two_units() {

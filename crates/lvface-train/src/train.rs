@@ -17,7 +17,7 @@ use lvface_pfc::{
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::{NonFinitePolicy, TrainConfig};
-use crate::progress::Progress;
+use crate::progress::{Progress, ProgressOutput};
 use crate::ranks::{agree, check_same_weights, first_failure, lead_decides};
 use crate::report;
 use crate::run_data::{open_data, render_synthetic};
@@ -195,6 +195,8 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             }
         );
     }
+    // After the run's first lines, which the bar would otherwise sit above.
+    let output = ProgressOutput::new(lead, schedule.total_steps, state.step);
     let mut losses = Vec::new();
     let mut window = (Instant::now(), 0usize);
     let mut skipped_in_a_row = 0;
@@ -261,7 +263,9 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     skip_or_stop(&config, run_dir, &what, &at, skipped_in_a_row)?;
                     state.skipped += 1;
                     if lead {
-                        println!("skipping {at}: {what} (run.nonfinite = \"skip\")");
+                        output.suspend(|| {
+                            println!("skipping {at}: {what} (run.nonfinite = \"skip\")")
+                        });
                     }
                     (f64::NAN, f64::NAN)
                 }
@@ -289,19 +293,20 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     })
                 )?;
             }
-            if lead && (state.step % config.run.log_every == 0 || state.step == stop_at) {
-                println!(
-                    "{}",
-                    progress.line(
-                        state.step,
-                        epoch,
-                        phase_name,
-                        loss_value,
-                        lr,
-                        grad_norm,
-                        images_per_s
-                    )
+            let log_due = state.step % config.run.log_every == 0 || state.step == stop_at;
+            if lead {
+                let line = progress.line(
+                    state.step,
+                    epoch,
+                    phase_name,
+                    loss_value,
+                    lr,
+                    grad_norm,
+                    images_per_s,
                 );
+                output.show(&line, state.step, log_due);
+            }
+            if log_due {
                 window = (Instant::now(), 0);
             }
             let every = config.run.checkpoint_every;
@@ -324,6 +329,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                 .map_err(|e| at_step(e, state.step, run_dir))?;
             }
             if interrupted {
+                output.finish();
                 if lead {
                     println!(
                         "stopping at step {} as asked (SIGTERM or SIGINT); the checkpoint is \
@@ -340,7 +346,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                 let (reports, _) =
                     report::verify_sets(&backbone, &data.pairs, &config, device, false)?;
                 report::append_eval(run_dir, state.step, state.epoch, &reports)?;
-                report::print_table(&reports, &[], &[]);
+                output.suspend(|| report::print_table(&reports, &[], &[]));
                 window = (Instant::now(), 0);
             }
             if state.step == stop_at {
@@ -354,6 +360,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
             break;
         }
     }
+    output.finish();
     let finished = state.step == schedule.total_steps;
     let skipped_images = crate::ranks::total(comm, device, loader.skipped())?;
     let mut summary = RunSummary {
