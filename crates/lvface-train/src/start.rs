@@ -74,7 +74,10 @@ pub(crate) fn start_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     file.display(),
                     data.classes
                 );
-                // The "before" of the report: the starting weights on the run's own pairs.
+            }
+            // The "before" of the report: the starting weights on the run's own pairs, once (a
+            // run that stopped before its first checkpoint has them already).
+            if lead && report::start_accuracy(run_dir)?.is_empty() {
                 let backbone = model.backbone.valid();
                 let (reports, _) =
                     report::verify_sets(&backbone, &data.pairs, config, device, false)?;

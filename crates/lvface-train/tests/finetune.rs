@@ -377,3 +377,23 @@ fn two_ranks_hold_the_backbone_at_the_same_steps_and_freeze_the_same_blocks() {
         "{changed:?}"
     );
 }
+
+#[test]
+fn a_run_that_stopped_before_its_first_checkpoint_verifies_its_start_once() {
+    let (source, _) = run("once-source", &["run.stop_at_step=4"]);
+    let from = format!("finetune.backbone={}", source.display());
+    let (tuned, _) = run("once", &[&from, "run.stop_at_step=1"]);
+    // As if it had been killed before writing a checkpoint: it starts again from the file.
+    std::fs::remove_dir_all(tuned.join("checkpoints")).unwrap();
+    let summary = train::<B>(&tuned, &Default::default()).unwrap();
+    assert_eq!(summary.steps, 1);
+    // One step-0 line per pair set, not two.
+    let start_sets: Vec<String> = std::fs::read_to_string(tuned.join("eval.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["step"] == 0)
+        .map(|v| v["set"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(start_sets, ["synthetic", "synthetic-masked"]);
+}
