@@ -44,6 +44,7 @@ mod seeds;
 mod source;
 mod start;
 mod step;
+mod step_log;
 mod stop;
 mod throughput;
 mod train;

@@ -9,12 +9,14 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_data::Batch;
 use lvface_loss::{MarginLoss, Phase, PrototypeBank, StableStageConfig};
-use lvface_pfc::{all_reduce_gradients, Collective, PartialFc, PfcError, ShardLoss, ShardStep};
+use lvface_pfc::{
+    all_reduce_gradients, Collective, PartialFc, PartialFcConfig, PfcError, ShardLoss, ShardStep,
+};
 use lvface_vit::Vit;
 
 use crate::checkpoint::MarginState;
 use crate::clip::clip_global_norm;
-use crate::config::{Accumulate, FinetuneConfig, LossConfig};
+use crate::config::{Accumulate, FinetuneConfig, LossConfig, TrainConfig};
 use crate::model::TrainModel;
 use crate::optim::Optim;
 use crate::ranks::GENERATOR;
@@ -51,6 +53,34 @@ pub(crate) enum Outcome {
     },
     /// Not applied: the loss or the gradient is not finite (the same on every rank).
     NonFinite(String),
+}
+
+impl<'a, C> StepPlan<'a, C> {
+    /// The plan of `phase` for rank `rank` of `world` over `classes` classes: Partial FC at the
+    /// phase's sample rate when it samples, all classes otherwise.
+    pub fn for_phase(
+        config: &'a TrainConfig,
+        phase: Phase,
+        (rank, world, classes): (usize, usize, usize),
+        comm: &'a C,
+    ) -> Result<Self> {
+        let sample_rate = if phase.sampling {
+            phase.sample_rate
+        } else {
+            1.0
+        };
+        let seed = config.run.seed;
+        Ok(Self {
+            pfc: PartialFcConfig { sample_rate, seed }.init(rank, world, classes)?,
+            phase,
+            loss: &config.loss,
+            clip_norm: config.optim.clip_norm,
+            accumulate: config.optim.accumulate,
+            finetune: &config.finetune,
+            seed,
+            comm,
+        })
+    }
 }
 
 impl<C> StepPlan<'_, C> {

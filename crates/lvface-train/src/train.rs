@@ -3,29 +3,28 @@
 // The run reports progress on stdout, one line every `run.log_every` steps.
 #![allow(clippy::print_stdout)]
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
+use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_data::Batch;
-use lvface_pfc::{
-    run_local_peers, BurnCollective, ClassShard, Collective, Launch, PartialFcConfig, Solo,
-};
+use lvface_pfc::{run_local_peers, BurnCollective, ClassShard, Collective, Launch, Solo};
+use lvface_vit::Vit;
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::{NonFinitePolicy, TrainConfig};
-use crate::progress::{Progress, ProgressOutput};
 use crate::ranks::{agree, check_same_weights, first_failure, lead_decides};
 use crate::report;
-use crate::run_data::{open_data, render_synthetic};
+use crate::run_data::{open_data, render_synthetic, RunData};
 use crate::run_folder::{RunSummary, CONFIG_FILE};
 use crate::schedule::Schedule;
 use crate::source::check_training_source;
 use crate::start::{start_rank, Start};
 use crate::step::{Outcome, StepPlan};
+use crate::step_log::{StepFigures, StepLog};
 use crate::stop::{any_rank_asked_to_stop, at_step};
 
 /// Checks what can be checked before anything is written (the folder is new or empty, the
@@ -140,7 +139,6 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     let config = TrainConfig::read_resolved(&run_dir.join(CONFIG_FILE))?;
     let (rank, world) = (comm.rank(), comm.world_size());
     let lead = rank == 0;
-    let seed = config.run.seed;
     let rendered = if lead {
         render_synthetic(&config, run_dir)
     } else {
@@ -150,8 +148,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     let data = agree(comm, device, open_data(&config, run_dir, rank, world))?;
     let loader = &data.loader;
     let accumulation = config.optim.gradient_accumulation;
-    let batches_per_epoch = loader.batches_per_epoch();
-    let schedule = Schedule::new(&config, (batches_per_epoch / accumulation) as u64);
+    let schedule = Schedule::new(&config, (loader.batches_per_epoch() / accumulation) as u64);
     if schedule.steps_per_epoch == 0 {
         bail!(
             "one step takes data.batch_size · optim.gradient_accumulation · ranks = {} · {} · \
@@ -163,7 +160,6 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     }
     let curriculum = config.loss.curriculum.init();
     let shard = ClassShard::new(rank, world, data.classes);
-
     let Start {
         mut model,
         mut optim,
@@ -171,63 +167,22 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
         mut state,
     } = start_rank::<B, C>(&config, run_dir, &data, &schedule, shard, device, comm)?;
     check_same_weights::<B, _, _>(&model.backbone, comm)?;
-    let mut metrics = if lead {
-        Some(report::open_metrics(run_dir, state.step)?)
-    } else {
-        None
-    };
-    let mut progress = Progress::new(schedule.total_steps, state.step);
-
-    if lead {
-        println!(
-            "training {} classes, {} images, {} steps ({} per epoch, {} epochs), batch {} on \
-             each of {world} rank(s){}",
-            data.classes,
-            data.images,
-            schedule.total_steps,
-            schedule.steps_per_epoch,
-            config.loss.curriculum.epochs,
-            config.data.batch_size,
-            if accumulation > 1 {
-                format!(", {accumulation} batches per step")
-            } else {
-                String::new()
-            }
-        );
-    }
-    // After the run's first lines, which the bar would otherwise sit above.
-    let output = ProgressOutput::new(lead, schedule.total_steps, state.step);
-    let mut losses = Vec::new();
-    let mut window = (Instant::now(), 0usize);
-    let mut skipped_in_a_row = 0;
-    let mut interrupted = false;
     // A run that already stopped at `run.stop_at_step` is being resumed: go on to the end.
     let stop_at = match config.run.stop_at_step {
         n if n > state.step => n.min(schedule.total_steps),
         _ => schedule.total_steps,
     };
-    while state.step < stop_at {
+    let steps = (state.step, stop_at, schedule.total_steps);
+    let announcement = announcement(&config, &data, &schedule, world);
+    let mut log = StepLog::open(run_dir, lead, steps, config.run.log_every, &announcement)?;
+    let mut skipped_in_a_row = 0;
+    let mut interrupted = false;
+
+    while state.step < stop_at && !interrupted {
         let epoch = schedule.epoch_of(state.step);
         let phase_index = curriculum.phase_index(epoch as usize);
         let phase = curriculum.config().phases[phase_index];
-        let plan = StepPlan {
-            pfc: PartialFcConfig {
-                sample_rate: if phase.sampling {
-                    phase.sample_rate
-                } else {
-                    1.0
-                },
-                seed,
-            }
-            .init(rank, world, data.classes)?,
-            phase,
-            loss: &config.loss,
-            clip_norm: config.optim.clip_norm,
-            accumulate: config.optim.accumulate,
-            finetune: &config.finetune,
-            seed,
-            comm,
-        };
+        let plan = StepPlan::for_phase(&config, phase, (rank, world, data.classes), comm)?;
         let phase_name = if phase.prototypes { "stable" } else { "early" };
         let done_in_epoch = state.step - epoch * schedule.steps_per_epoch;
         let mut epoch_batches = loader
@@ -252,7 +207,7 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     lr,
                 )
                 .map_err(|e| at_step(e, step + 1, run_dir))?;
-            let (loss_value, grad_norm) = match outcome {
+            let (loss, grad_norm) = match outcome {
                 Outcome::Done { loss, grad_norm } => {
                     skipped_in_a_row = 0;
                     (loss, grad_norm)
@@ -263,80 +218,43 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                     skip_or_stop(&config, run_dir, &what, &at, skipped_in_a_row)?;
                     state.skipped += 1;
                     if lead {
-                        output.suspend(|| {
+                        log.suspend(|| {
                             println!("skipping {at}: {what} (run.nonfinite = \"skip\")")
                         });
                     }
                     (f64::NAN, f64::NAN)
                 }
             };
-
             state = TrainState {
                 step: step + 1,
                 epoch: schedule.epoch_of(step + 1),
                 batch_in_epoch: (step + 1) % schedule.steps_per_epoch,
                 phase: phase_index,
-                loss: loss_value,
+                loss,
                 ..state
             };
-            losses.push((state.step, loss_value));
-            window.1 += batches.iter().map(|b| b.len()).sum::<usize>() * world;
-            let images_per_s = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
-            if let Some(metrics) = metrics.as_mut() {
-                writeln!(
-                    metrics,
-                    "{}",
-                    serde_json::json!({
-                        "step": state.step, "epoch": epoch, "phase": phase_index,
-                        "loss": finite_or_null(loss_value), "lr": lr,
-                        "grad_norm": finite_or_null(grad_norm), "images_per_s": images_per_s,
-                    })
-                )?;
-            }
-            let log_due = state.step % config.run.log_every == 0 || state.step == stop_at;
-            if lead {
-                let line = progress.line(
-                    state.step,
-                    epoch,
-                    phase_name,
-                    loss_value,
-                    lr,
-                    grad_norm,
-                    images_per_s,
-                );
-                output.show(&line, state.step, log_due);
-            }
-            if log_due {
-                window = (Instant::now(), 0);
-            }
-            let every = config.run.checkpoint_every;
+            log.record(&StepFigures {
+                step: state.step,
+                epoch,
+                phase: (phase_index, phase_name),
+                loss,
+                lr,
+                grad_norm,
+                images: batches.iter().map(|b| b.len()).sum::<usize>() * world,
+            })?;
+
             let epoch_end = state.batch_in_epoch == 0;
             interrupted = state.step < stop_at
                 && any_rank_asked_to_stop(comm, device)
                     .map_err(|e| at_step(e, step + 1, run_dir))?;
+            let every = config.run.checkpoint_every;
             let due = epoch_end || (every > 0 && state.step % every == 0) || state.step == stop_at;
             if due || interrupted {
-                checkpoint::save(
-                    run_dir,
-                    &state,
-                    shard,
-                    &model,
-                    &optim,
-                    &bank,
-                    config.run.keep_checkpoints,
-                    comm,
-                )
-                .map_err(|e| at_step(e, state.step, run_dir))?;
+                let keep = config.run.keep_checkpoints;
+                checkpoint::save(run_dir, &state, shard, &model, &optim, &bank, keep, comm)
+                    .map_err(|e| at_step(e, state.step, run_dir))?;
             }
             if interrupted {
-                output.finish();
-                if lead {
-                    println!(
-                        "stopping at step {} as asked (SIGTERM or SIGINT); the checkpoint is \
-                         written",
-                        state.step
-                    );
-                }
                 break;
             }
             let eval_every = config.eval.every_epochs;
@@ -346,54 +264,99 @@ fn run_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
                 let (reports, _) =
                     report::verify_sets(&backbone, &data.pairs, &config, device, false)?;
                 report::append_eval(run_dir, state.step, state.epoch, &reports)?;
-                output.suspend(|| report::print_table(&reports, &[], &[]));
-                window = (Instant::now(), 0);
+                log.suspend(|| report::print_table(&reports, &[], &[]));
+                log.restart_window();
             }
             if state.step == stop_at {
                 break;
             }
         }
-        if let Some(metrics) = metrics.as_mut() {
-            metrics.flush()?;
-        }
-        if interrupted {
-            break;
-        }
+        log.flush()?;
     }
-    output.finish();
-    let finished = state.step == schedule.total_steps;
+    let losses = log.finish()?;
+    if interrupted && lead {
+        println!(
+            "stopping at step {} as asked (SIGTERM or SIGINT); the checkpoint is written",
+            state.step
+        );
+    }
     let skipped_images = crate::ranks::total(comm, device, loader.skipped())?;
     let mut summary = RunSummary {
         steps: state.step,
         losses,
-        finished,
+        finished: state.step == schedule.total_steps,
         interrupted,
         verification: Vec::new(),
         pixel_baseline: Vec::new(),
         start_accuracy: Vec::new(),
     };
     if lead {
-        if finished {
-            let backbone = model.backbone.valid();
-            let (verification, pixels) =
-                report::verify_sets(&backbone, &data.pairs, &config, device, true)?;
-            report::append_eval(run_dir, state.step, state.epoch, &verification)?;
-            summary.verification = verification;
-            summary.pixel_baseline = pixels;
-            summary.start_accuracy = report::start_accuracy(run_dir)?;
-            report::print_table(
-                &summary.verification,
-                &summary.pixel_baseline,
-                &summary.start_accuracy,
-            );
-            report::write_report(run_dir, &summary, state.skipped, skipped_images)?;
-        }
-        let plots = report::write_curves(run_dir)?;
-        if let Some(loss_png) = plots.first() {
-            println!("curves: {}", loss_png.with_file_name("*.png").display());
-        }
+        let backbone = model.backbone.valid();
+        conclude(
+            run_dir,
+            &config,
+            &data,
+            &backbone,
+            &state,
+            skipped_images,
+            &mut summary,
+        )?;
     }
     Ok(summary)
+}
+
+/// The end of a run on rank 0: when it finished, the final verification (with the pixel
+/// baseline and the starting accuracy of a fine-tuning run), its table and `report.json`; the
+/// curves in every case.
+fn conclude<B: Backend>(
+    run_dir: &Path,
+    config: &TrainConfig,
+    data: &RunData,
+    backbone: &Vit<B>,
+    state: &TrainState,
+    skipped_images: usize,
+    summary: &mut RunSummary,
+) -> Result<()> {
+    if summary.finished {
+        let device = backbone.devices().swap_remove(0);
+        let (verification, pixels) =
+            report::verify_sets(backbone, &data.pairs, config, &device, true)?;
+        report::append_eval(run_dir, state.step, state.epoch, &verification)?;
+        summary.verification = verification;
+        summary.pixel_baseline = pixels;
+        summary.start_accuracy = report::start_accuracy(run_dir)?;
+        report::print_table(
+            &summary.verification,
+            &summary.pixel_baseline,
+            &summary.start_accuracy,
+        );
+        report::write_report(run_dir, summary, state.skipped, skipped_images)?;
+    }
+    let plots = report::write_curves(run_dir)?;
+    if let Some(loss_png) = plots.first() {
+        println!("curves: {}", loss_png.with_file_name("*.png").display());
+    }
+    Ok(())
+}
+
+/// The run's first line: what it trains on, for how long, and how.
+fn announcement(config: &TrainConfig, data: &RunData, schedule: &Schedule, world: usize) -> String {
+    let accumulation = config.optim.gradient_accumulation;
+    format!(
+        "training {} classes, {} images, {} steps ({} per epoch, {} epochs), batch {} on each \
+         of {world} rank(s){}",
+        data.classes,
+        data.images,
+        schedule.total_steps,
+        schedule.steps_per_epoch,
+        config.loss.curriculum.epochs,
+        config.data.batch_size,
+        if accumulation > 1 {
+            format!(", {accumulation} batches per step")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// The `accumulation` micro-batches of `step`, or an error saying how many the loader gave.
@@ -439,12 +402,4 @@ fn skip_or_stop(
         )
     };
     bail!("{what} at {at}; stopped ({why}), the last good checkpoint is {last}")
-}
-
-fn finite_or_null(value: f64) -> serde_json::Value {
-    if value.is_finite() {
-        value.into()
-    } else {
-        serde_json::Value::Null
-    }
 }
