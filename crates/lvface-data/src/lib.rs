@@ -16,21 +16,29 @@
 //!   epoch and a sample index through ChaCha8, so it is the same for any number of workers and on
 //!   every platform.
 //!
-//! ```ignore
+//! ```
 //! use std::sync::Arc;
+//! use burn::backend::Flex;
 //! use lvface_data::{Loader, LoaderConfig, RecordDataset, SyntheticConfig, SyntheticFaces};
 //!
-//! let faces = SyntheticFaces::new(SyntheticConfig { identities: 50, ..Default::default() })?;
-//! faces.write_rec("runs/synth".as_ref())?;
-//! faces.write_bin("runs/synth/synth.bin".as_ref())?;
+//! let dir = std::env::temp_dir().join(format!("lvface-data-doc-{}", std::process::id()));
+//! let faces = SyntheticFaces::new(SyntheticConfig { identities: 4, images_per_identity: 4, ..Default::default() })?;
+//! faces.write_rec(&dir)?; // train.rec, train.idx, property
+//! faces.write_bin(&dir.join("synth.bin"))?; // verification pairs of held-out identities
 //!
-//! let dataset = Arc::new(RecordDataset::open("runs/synth".as_ref())?);
-//! let loader = Loader::new(dataset, LoaderConfig::default(), rank, world_size)?;
-//! for batch in loader.epoch(epoch) {
+//! let dataset = Arc::new(RecordDataset::open(&dir)?);
+//! let config = LoaderConfig { batch_size: 8, workers: 1, ..Default::default() };
+//! let loader = Loader::new(dataset, config, 0, 1)?; // rank 0 of 1
+//! let device = Default::default();
+//! for batch in loader.epoch(0) {
 //!     let batch = batch?;
-//!     let images = batch.to_tensor::<B>(&device); // [batch, 3, 112, 112] in [-1, 1]
-//!     let labels = batch.labels_tensor::<B>(&device); // [batch]
+//!     let images = batch.to_tensor::<Flex>(&device); // [8, 3, 112, 112] in [-1, 1]
+//!     let labels = batch.labels_tensor::<Flex>(&device); // [8]
+//!     assert_eq!(images.dims(), [8, 3, 112, 112]);
+//!     assert_eq!(labels.dims(), [8]);
 //! }
+//! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), lvface_data::DataError>(())
 //! ```
 
 mod augment;

@@ -17,18 +17,30 @@
 //! - Only the report writers, the plots, the `.npy` reader and the IJB reader (meta files and
 //!   images) do IO.
 //!
-//! ```ignore
-//! use lvface_eval::{Embeddings, VerificationConfig, tar_at_far, IJB_FARS, machine_line};
+//! ```
+//! use lvface_eval::{machine_line, tar_at_far, Embeddings, VerificationConfig, IJB_FARS};
 //!
-//! let embeddings = Embeddings::new(values, 512)?; // [2 x pairs, 512], the .bin's image order
-//! let report = VerificationConfig::default()
-//!     .init()
-//!     .evaluate_embeddings(&embeddings, Some(&flipped), &issame)?;
-//! println!("{}", machine_line("lfw", &report));
-//! // set=lfw accuracy=0.9983 std=0.0024 val@far1e-3=0.9950 threshold=1.362 pairs=6000
+//! // 20 pairs of 2-d embeddings in the .bin's image order: rows 2i and 2i + 1 form pair i.
+//! let issame: Vec<bool> = (0..20).map(|i| i % 2 == 0).collect();
+//! let values: Vec<f32> = issame
+//!     .iter()
+//!     .enumerate()
+//!     .flat_map(|(i, &same)| {
+//!         let a = i as f32 * 0.3;
+//!         let b = if same { a + 0.05 } else { a + 1.5 };
+//!         [a.cos(), a.sin(), b.cos(), b.sin()]
+//!     })
+//!     .collect();
+//! let embeddings = Embeddings::new(values, 2)?;
+//! let report = VerificationConfig::default().init().evaluate_embeddings(&embeddings, None, &issame)?;
+//! assert_eq!(report.accuracy, 1.0);
+//! println!("{}", machine_line("toy", &report)); // set=toy accuracy=1.0000 std=0.0000 ...
 //!
+//! let scores = [0.9, 0.8, 0.7, 0.2, 0.1, 0.3];
+//! let labels = [true, true, true, false, false, false];
 //! let tar = tar_at_far(&scores, &labels, &IJB_FARS)?;
-//! let at_1e4 = tar.at(1e-4).unwrap().tar;
+//! assert_eq!(tar.at(1e-4).unwrap().tar, 1.0);
+//! # Ok::<(), lvface_eval::EvalError>(())
 //! ```
 
 mod align;

@@ -17,11 +17,17 @@
 //!   transposed for `MatMul`), so a graph reads like the checkpoint it came from.
 //! - The only IO is reading weights files (import); export returns bytes.
 //!
-//! ```ignore
+//! ```
+//! use burn::backend::Flex;
 //! use lvface_export::{check_mfr, export_onnx, ExportOptions, MfrLimits};
+//! use lvface_vit::VitConfig;
+//!
+//! let config = VitConfig::vit_t();
+//! let vit = config.init::<Flex>(&Default::default());
 //! let bytes = export_onnx(&vit, &config, &ExportOptions::default())?;
 //! let report = check_mfr(&bytes, &MfrLimits::CFAT)?;
-//! std::fs::write("model.onnx", bytes)?;
+//! println!("{report:?}");
+//! # Ok::<(), lvface_export::ExportError>(())
 //! ```
 
 mod check;

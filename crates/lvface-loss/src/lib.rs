@@ -16,22 +16,42 @@
 //!   inputs are detached.
 //! - Randomness (negative sampling) is a pure function of a seed and the step.
 //!
-//! ```ignore
+//! ```
+//! use burn::backend::{Autodiff, Flex};
+//! use burn::prelude::*;
+//! use burn::tensor::Distribution;
 //! use lvface_loss::{CurriculumConfig, NegativeSamplerConfig, PrototypeBankConfig, StableStageConfig};
-//! let curriculum = CurriculumConfig::default().init();
-//! let mut bank = PrototypeBankConfig::default().init::<B>(num_classes, 512, &device);
-//! let phase = curriculum.phase_at_step(step, steps_per_epoch);
-//! let loss = if phase.prototypes {
-//!     StableStageConfig { margin: phase.margin, ..Default::default() }
-//!         .init()
-//!         .forward(embeddings.clone(), centres.val(), labels.clone(), &bank)
-//! } else {
-//!     let sampler = NegativeSamplerConfig { sample_rate: phase.effective_sample_rate(), seed }.init();
-//!     let sample = sampler.sample(&host_labels, num_classes, step);
-//!     let margin = phase.margin.init();
-//!     margin.forward(embeddings.clone(), sample.select_centres(centres.val()), sample.label_tensor(&device))
-//! };
-//! bank.update(embeddings, labels); // every step, in every phase
+//!
+//! type B = Autodiff<Flex>;
+//! let device = Default::default();
+//! let (batch, dim, num_classes, steps_per_epoch) = (8, 16, 100, 10);
+//! let normal = Distribution::Normal(0.0, 1.0);
+//! let embeddings = Tensor::<B, 2>::random([batch, dim], normal, &device).require_grad();
+//! let centres = Tensor::<B, 2>::random([num_classes, dim], normal, &device).require_grad();
+//! let host_labels: Vec<i64> = (0..batch as i64).map(|i| i * 7).collect();
+//! let labels = Tensor::<B, 1, Int>::from_data(host_labels.as_slice(), &device);
+//!
+//! let curriculum = CurriculumConfig::default().init(); // the paper's: 40 early, 60 stable epochs
+//! let mut bank = PrototypeBankConfig::default().init::<B>(num_classes, dim, &device);
+//! for step in [0, 400] { // epoch 0 (ArcFace, Partial FC 0.3), epoch 40 (prototypes)
+//!     let phase = curriculum.phase_at_step(step, steps_per_epoch);
+//!     let loss = if phase.prototypes {
+//!         StableStageConfig { margin: phase.margin, ..Default::default() }
+//!             .init()
+//!             .forward(embeddings.clone(), centres.clone(), labels.clone(), &bank)
+//!     } else {
+//!         let sampler = NegativeSamplerConfig { sample_rate: phase.effective_sample_rate(), seed: 2048 }.init();
+//!         let sample = sampler.sample(&host_labels, num_classes, step);
+//!         phase.margin.init().forward(
+//!             embeddings.clone(),
+//!             sample.select_centres(centres.clone()),
+//!             sample.label_tensor(&device),
+//!         )
+//!     };
+//!     let grads = loss.backward();
+//!     assert!(centres.grad(&grads).is_some());
+//!     bank.update(embeddings.clone(), labels.clone()); // every step, in every phase
+//! }
 //! ```
 
 mod ada_face;

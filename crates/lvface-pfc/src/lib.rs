@@ -14,13 +14,36 @@
 //! Communication per step and memory per rank are in `docs/distributed.md` and
 //! `docs/scaling.md`; [`scaling`] computes them.
 //!
-//! ```ignore
-//! let pfc = PartialFcConfig { sample_rate: 0.3, seed: 2048 }.init(comm.rank(), comm.world_size(), classes)?;
-//! let embeddings = backbone.forward(images);                    // [b, 512], this rank's batch
-//! let out = pfc.step::<B, _>(embeddings.clone().inner(), &labels, centres.val().inner(),
-//!                            ShardLoss::Margin(margin), step, &comm)?;
+//! ```
+//! use burn::backend::{Autodiff, Flex};
+//! use burn::nn::LinearConfig;
+//! use burn::optim::GradientsParams;
+//! use burn::prelude::*;
+//! use burn::tensor::Distribution;
+//! use lvface_loss::CombinedMarginConfig;
+//! use lvface_pfc::{all_reduce_gradients, PartialFcConfig, ShardLoss, Solo};
+//!
+//! type B = Autodiff<Flex>;
+//! let device = Default::default();
+//! let comm = Solo::new(); // or a BurnCollective of several ranks
+//! let (rank, world_size, classes) = (0, 1, 1000);
+//! let pfc = PartialFcConfig { sample_rate: 0.3, seed: 2048 }.init(rank, world_size, classes)?;
+//! let backbone = LinearConfig::new(32, 16).init::<B>(&device); // stands in for the ViT
+//! let centres = Tensor::<B, 2>::random([pfc.shard().num_local(), 16], Distribution::Normal(0.0, 0.01), &device);
+//!
+//! let images = Tensor::<B, 2>::random([8, 32], Distribution::Default, &device);
+//! let labels: Vec<i64> = (0..8).map(|i| i * 100).collect();
+//! let embeddings = backbone.forward(images); // [8, 16], this rank's batch
+//! let margin = ShardLoss::Margin(CombinedMarginConfig::arcface(0.5).init());
+//! let out = pfc.step::<B, _>(embeddings.clone().inner(), &labels, centres.inner(), margin, 0, &comm)?;
+//! assert!(out.loss.is_finite());
+//! assert_eq!(out.centre_grad.dims(), [1000, 16]);
+//!
 //! let grads = (embeddings * Tensor::from_inner(out.embedding_grad)).sum().backward();
-//! let grads = all_reduce_gradients(GradientsParams::from_grads(grads, &backbone), &backbone, &comm)?;
+//! let grads = GradientsParams::from_grads(grads, &backbone);
+//! let grads = all_reduce_gradients(grads, &backbone, &comm)?; // summed over ranks
+//! assert!(grads.get::<Flex, 2>(backbone.weight.id).is_some());
+//! # Ok::<(), lvface_pfc::PfcError>(())
 //! ```
 
 mod burn_collective;

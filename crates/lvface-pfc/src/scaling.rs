@@ -1,6 +1,6 @@
 //! What a sharded step costs: all-reduce payload per rank and memory per rank, from the same
 //! arithmetic the implementation uses. A test checks [`step_traffic`] against the
-//! [`Traffic`](crate::Traffic) a real step records.
+//! [`Traffic`] a real step records.
 
 use crate::collective::Traffic;
 use crate::shard::ClassShard;

@@ -71,7 +71,7 @@ pub struct SynthArgs {
     /// Strength of per-image nuisance (0: one fixed image per identity).
     #[arg(long, default_value_t = 1.0)]
     nuisance: f32,
-    /// rec (train.rec, train.idx, property) or folders (OUT_DIR/images/<identity>/<n>.jpg).
+    /// rec (train.rec, train.idx, property) or folders (`OUT_DIR/images/<identity>/<n>.jpg`).
     #[arg(long, default_value = "rec", value_parser = ["rec", "folders"])]
     format: String,
     /// Store PNG instead of JPEG.

@@ -91,7 +91,7 @@ enum Command {
     /// .bin pair sets (and a model on IJB-B/C folders): one line per set on stdout,
     /// report.json, report.md and ROC plots.
     Eval(eval::Args),
-    /// Write a backbone as ONNX (opset 17, [N,3,112,112] -> [N,512]) and check MFR's rules.
+    /// Write a backbone as ONNX (opset 17, `[N,3,112,112]` -> `[N,512]`) and check MFR's rules.
     Export(deploy::ExportArgs),
     /// Turn an insightface / LVFace .pt backbone into lvface weights (.safetensors).
     Import(deploy::ImportArgs),

@@ -47,7 +47,7 @@ pub struct StepTiming {
 /// Times `steps` optimizer steps, after `warmup` untimed ones, of what a run of `config` does
 /// on one rank with `classes` classes: the backbone (`config.vit`) and the centre matrix
 /// (`[classes, num_features]`), AdamW over both (`config.optim`, at the peak rate
-/// `optim.lr`), the prototype bank, and [`StepPlan::run`] in the curriculum's first phase
+/// `optim.lr`), the prototype bank, and `StepPlan::run` in the curriculum's first phase
 /// (for LVFace's recipe ArcFace s 64, m 0.5 with Partial FC sampling at rate 0.3): forward with
 /// masking and drop path, the sampled margin softmax, backward, global-norm clipping of the
 /// backbone's gradients, the AdamW update, the centres not sampled put back, and the bank's

@@ -15,11 +15,22 @@
 //!   LayerNorm, softmax, BatchNorm, residual adds, biases and the output stay f32, and so do
 //!   the gradients of every parameter ([`ComputeDType`]). With `f32` nothing is cast.
 //!
-//! ```ignore
+//! ```
+//! use burn::backend::Flex;
+//! use burn::prelude::*;
 //! use lvface_vit::VitConfig;
+//!
+//! let device = Default::default();
 //! let config = VitConfig::vit_t();
-//! let model = config.init::<Flex>(&device).load_weights("vit_t.safetensors")?;
-//! let embeddings = model.forward(images); // [batch, 512]
+//! let path = std::env::temp_dir().join(format!("lvface-vit-doc-{}.safetensors", std::process::id()));
+//! config.init::<Flex>(&device).save_weights(&path)?; // insightface's key names
+//! let model = config.init::<Flex>(&device).load_weights(&path)?;
+//!
+//! let images = Tensor::<Flex, 4>::zeros([2, 3, 112, 112], &device); // RGB in [-1, 1]
+//! let embeddings = model.forward(images);
+//! assert_eq!(embeddings.dims(), [2, 512]);
+//! # std::fs::remove_file(&path).unwrap();
+//! # Ok::<(), lvface_vit::VitError>(())
 //! ```
 
 mod attention;
