@@ -2,7 +2,8 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::compute_dtype::ComputeDType;
 use crate::init;
@@ -58,10 +59,11 @@ impl<B: Backend> Attention<B> {
             .try_into()
             .expect("chunk(3) of a dimension of size 3 should give three tensors");
 
-        let scale = (head_dim as f64).powf(-0.5);
-        let weights = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3);
-        let out = weights
-            .matmul(v)
+        // softmax(q·kᵀ · head_dim^-0.5)·v, insightface's scale. burn's attention is the same
+        // composition of ops under autodiff; without autodiff a backend may run a fused kernel
+        // (Flex: one pass per head, no score tensors allocated per op; CUDA: flash attention).
+        // The default scale is `1/sqrt(head_dim)`; CUDA's fused kernel is taken only with it.
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default())
             .swap_dims(1, 2)
             .reshape([batch, tokens, dim]);
         dtype.linear(&self.proj, out)
@@ -72,6 +74,7 @@ impl<B: Backend> Attention<B> {
 mod tests {
     use burn::backend::Flex;
     use burn::module::Param;
+    use burn::tensor::activation::softmax;
     use burn::tensor::FloatDType;
 
     use super::*;

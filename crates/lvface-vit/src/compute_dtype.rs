@@ -49,9 +49,11 @@ impl ComputeDType {
     /// `layer.forward(x)` with the product in this type; the bias is added after the cast
     /// back, so its gradient is reduced in f32.
     ///
-    /// The half path flattens the leading dimensions first: burn's linear backward sums a
-    /// batched weight gradient over those dimensions, which would be a sum in the half type;
-    /// on a matrix it is a single product.
+    /// Both paths flatten the leading dimensions first, so the layer is one matrix product.
+    /// burn's linear on a 3-D input is a batched product with a broadcast weight: Flex repacks
+    /// the weight for every batch item and runs one single-threaded GEMM per item, and the
+    /// weight's gradient is built as `[batch, in, out]` and then summed (in the half type, on
+    /// the half path). On the flattened matrix it is one threaded GEMM each way.
     ///
     /// # Shapes
     /// - x: `[..., d_input]`
@@ -61,12 +63,13 @@ impl ComputeDType {
         layer: &Linear<B>,
         x: Tensor<B, D>,
     ) -> Tensor<B, D> {
-        let Some(half) = self.half() else {
-            return layer.forward(x);
-        };
         let mut dims = x.dims();
         let dtype = x.dtype();
         let rows = x.reshape([-1, dims[D - 1] as i64]);
+        let Some(half) = self.half() else {
+            dims[D - 1] = layer.weight.dims()[1];
+            return layer.forward(rows).reshape(dims);
+        };
         let weight = layer.weight.val();
         dims[D - 1] = weight.dims()[1];
         let y = linear(rows.cast(half), weight.cast(half), None).cast(dtype);
@@ -138,9 +141,8 @@ mod tests {
         let plain_conv = conv.forward(images.clone());
 
         let f32 = ComputeDType::F32;
-        f32.linear(&layer, x.clone())
-            .into_data()
-            .assert_eq(&plain.to_data(), true);
+        let error = relative_error(f32.linear(&layer, x.clone()), plain.clone());
+        assert!(error < 1e-6, "f32 linear: relative error {error}");
         f32.conv2d(&conv, images.clone())
             .into_data()
             .assert_eq(&plain_conv.to_data(), true);
@@ -154,6 +156,45 @@ mod tests {
             assert_eq!((y.dims(), y.dtype()), (plain_conv.dims(), DType::F32));
             let error = relative_error(y, plain_conv.clone());
             assert!(error < 1e-2, "{half:?} conv2d: relative error {error}");
+        }
+    }
+
+    /// The flattened f32 product has the gradients of burn's batched one (a different order of
+    /// summation, so equal to rounding), for the input, the weight and the bias.
+    #[test]
+    fn flattened_f32_linear_has_the_gradients_of_the_batched_layer() {
+        type A = burn::backend::Autodiff<Flex>;
+        let device = Default::default();
+        let layer = LinearConfig::new(24, 40).init::<A>(&device);
+        let x = Tensor::<A, 3>::random([3, 7, 24], Distribution::Normal(0.0, 1.0), &device);
+        let upstream = Tensor::<A, 3>::random([3, 7, 40], Distribution::Normal(0.0, 1.0), &device);
+        let gradients = |flatten: bool| {
+            let x = x.clone().detach().require_grad();
+            let y = if flatten {
+                ComputeDType::F32.linear(&layer, x.clone())
+            } else {
+                layer.forward(x.clone())
+            };
+            let grads = (y * upstream.clone()).sum().backward();
+            let bias = layer.bias.as_ref().expect("a bias");
+            (
+                x.grad(&grads).expect("input gradient"),
+                layer.weight.grad(&grads).expect("weight gradient"),
+                bias.grad(&grads).expect("bias gradient"),
+            )
+        };
+        let (dx, dw, db) = gradients(true);
+        let (dx_want, dw_want, db_want) = gradients(false);
+        assert_eq!(dw.dims(), [24, 40]);
+        for (name, error) in [
+            ("input", relative_error(dx, dx_want)),
+            ("weight", relative_error(dw, dw_want)),
+            (
+                "bias",
+                relative_error(db.unsqueeze::<2>(), db_want.unsqueeze()),
+            ),
+        ] {
+            assert!(error < 1e-6, "{name} gradient: relative error {error}");
         }
     }
 
