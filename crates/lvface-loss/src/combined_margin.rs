@@ -208,6 +208,42 @@ impl CombinedMargin {
         margined.mask_where(beyond, cos.sub_scalar(m3 + shift))
     }
 
+    /// [`target_cos`](Self::target_cos) of one cosine in `[-1, 1]`, with the derivative that
+    /// backward gives it: the exact one, zero within [`ACOS_EDGE`] of ±1 as the tensor form's
+    /// clamp gives, or 1 in straight mode. Computed in f64; the blockwise softmax applies it on
+    /// the host.
+    pub(crate) fn target_cos_and_slope(&self, c: f32) -> (f64, f64) {
+        let CombinedMarginConfig {
+            m1,
+            m2,
+            m3,
+            guard,
+            gradient,
+            ..
+        } = self.config;
+        let theta = f64::from(c.clamp(-1.0, 1.0)).acos();
+        let theta_max = (PI - m2) / m1;
+        let shift = match guard {
+            MarginGuard::None => None,
+            MarginGuard::ArcFace => Some(m2 * m2.sin()),
+            MarginGuard::Continuous => Some(1.0 + theta_max.cos()),
+        };
+        if let Some(shift) = shift.filter(|_| theta > theta_max) {
+            return (f64::from(c) - m3 - shift, 1.0);
+        }
+        let value = (m1 * theta + m2).cos() - m3;
+        let edge = ACOS_EDGE as f32;
+        let slope = match gradient {
+            GradientMode::Straight => 1.0,
+            _ if c < -1.0 + edge || c > 1.0 - edge => 0.0,
+            GradientMode::Exact => {
+                let c = f64::from(c);
+                (m1 * theta + m2).sin() * m1 / (1.0 - c * c).sqrt()
+            }
+        };
+        (value, slope)
+    }
+
     /// Margined, scaled logits: `s·cos` everywhere except `s·(cos(m1·θ + m2) - m3)` at each
     /// row's label. Rows labelled `-1` get no margin.
     ///

@@ -55,6 +55,7 @@
 //! ```
 
 mod ada_face;
+mod blockwise;
 mod combined_margin;
 mod cosine;
 mod cross_entropy;
@@ -67,6 +68,10 @@ mod rng;
 mod stable_stage;
 
 pub use ada_face::{AdaFace, AdaFaceConfig};
+pub use blockwise::{
+    BlockwiseMarginSoftmax, Columns, MarginGradients, NormalizedRows, RowStatistics,
+    DEFAULT_BLOCK_CLASSES,
+};
 pub use combined_margin::{CombinedMargin, CombinedMarginConfig, GradientMode, MarginGuard};
 pub use cosine::{cosine_matrix, l2_normalize};
 pub use cross_entropy::{

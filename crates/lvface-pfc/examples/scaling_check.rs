@@ -37,6 +37,7 @@ fn main() {
     let config = PartialFcConfig {
         sample_rate: rate,
         seed: 1,
+        ..Default::default()
     };
     let started = std::time::Instant::now();
     let traffic = run_local_peers::<Flex, _, _>(world, &[Default::default()], |comm| {

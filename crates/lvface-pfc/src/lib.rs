@@ -27,7 +27,7 @@
 //! let device = Default::default();
 //! let comm = Solo::new(); // or a BurnCollective of several ranks
 //! let (rank, world_size, classes) = (0, 1, 1000);
-//! let pfc = PartialFcConfig { sample_rate: 0.3, seed: 2048 }.init(rank, world_size, classes)?;
+//! let pfc = PartialFcConfig { sample_rate: 0.3, ..Default::default() }.init(rank, world_size, classes)?;
 //! let backbone = LinearConfig::new(32, 16).init::<B>(&device); // stands in for the ViT
 //! let centres = Tensor::<B, 2>::random([pfc.shard().num_local(), 16], Distribution::Normal(0.0, 0.01), &device);
 //!
@@ -64,7 +64,8 @@ pub use collective::{Collective, Solo, Traffic, TrafficCounter};
 pub use data_parallel::all_reduce_gradients;
 pub use error::{PfcError, Result};
 pub use partial_fc::{
-    PartialFc, PartialFcConfig, ShardLoss, ShardStep, CONSTANT_SHIFT_LIMIT, MAX_CLASSES,
+    PartialFc, PartialFcConfig, ShardLoss, ShardSoftmax, ShardStep, CONSTANT_SHIFT_LIMIT,
+    MAX_CLASSES,
 };
 pub use peers::run_local_peers;
 pub use run_token::{RunToken, MIN_TOKEN_BYTES};

@@ -25,8 +25,9 @@
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_loss::{
-    cosine_matrix, target_logits, AdaFace, CombinedMargin, CurricularFace, NegativeSampler,
-    NegativeSamplerConfig, PrototypeBank, SampledClasses, StableStageLoss,
+    cosine_matrix, target_logits, AdaFace, BlockwiseMarginSoftmax, Columns, CombinedMargin,
+    CurricularFace, NegativeSampler, NegativeSamplerConfig, NormalizedRows, PrototypeBank,
+    SampledClasses, StableStageLoss,
 };
 use serde::{Deserialize, Serialize};
 
@@ -50,6 +51,41 @@ pub struct PartialFcConfig {
     pub sample_rate: f64,
     /// Seed of the negative sampling; rank `r` draws from its own stream.
     pub seed: u64,
+    /// How the combined-margin softmax is computed.
+    pub softmax: ShardSoftmax,
+}
+
+/// How a step computes the combined margin softmax ([`ShardLoss::Margin`]); the other losses
+/// are always materialised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShardSoftmax {
+    /// Blockwise on burn's CPU backends, materialised on the others.
+    #[default]
+    Auto,
+    /// [`BlockwiseMarginSoftmax`]: blocks of classes, the `[batch, classes]` logits never
+    /// stored, the per-element work on the host.
+    Blockwise,
+    /// The logits as one tensor, differentiated by burn's autodiff.
+    Materialised,
+}
+
+impl ShardSoftmax {
+    /// `Auto` made concrete for backend `B`: blockwise where the tensors live in host memory
+    /// (burn's `flex` and `ndarray`), where the host pass costs no transfer.
+    pub fn resolve<B: Backend>(self, device: &B::Device) -> Self {
+        match self {
+            Self::Auto => {
+                let name = B::name(device);
+                if ["flex", "ndarray"].iter().any(|cpu| name.contains(cpu)) {
+                    Self::Blockwise
+                } else {
+                    Self::Materialised
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 impl Default for PartialFcConfig {
@@ -57,6 +93,7 @@ impl Default for PartialFcConfig {
         Self {
             sample_rate: 1.0,
             seed: 2048,
+            softmax: ShardSoftmax::Auto,
         }
     }
 }
@@ -242,6 +279,24 @@ impl PartialFc {
             .sampler
             .sample(&local_labels, self.shard.num_local(), step);
 
+        if let ShardLoss::Margin(margin) = &loss {
+            let margin = *margin;
+            if self.config.softmax.resolve::<B::InnerBackend>(&device) == ShardSoftmax::Blockwise {
+                let (loss, embedding_grads, centre_grad) =
+                    self.blockwise(margin, gathered.clone(), centres, &sampled, comm)?;
+                let embedding_grads = comm.all_reduce_sum(embedding_grads)?;
+                return Ok(ShardStep {
+                    loss,
+                    embedding_grad: embedding_grads
+                        .slice([rank * batch..(rank + 1) * batch, 0..dim]),
+                    centre_grad,
+                    sampled,
+                    gathered,
+                    local_labels,
+                });
+            }
+        }
+
         let x = Tensor::<B, 2>::from_inner(gathered.clone()).require_grad();
         let w = Tensor::<B, 2>::from_inner(centres).require_grad();
         let selected = sampled.select_centres(w.clone());
@@ -385,6 +440,77 @@ impl PartialFc {
             gathered,
             local_labels,
         })
+    }
+
+    /// The combined margin softmax of the gathered batch over this shard's sampled columns,
+    /// blockwise: the loss, the embedding gradient before the sum over shards `[rows, dim]` and
+    /// the centre-shard gradient `[num_local, dim]`. The same exchanges as the materialised
+    /// step: the row maxima above [`CONSTANT_SHIFT_LIMIT`], then denominators and target logits
+    /// in one all-reduce.
+    fn blockwise<B: Backend, C: Collective<B>>(
+        &self,
+        margin: CombinedMargin,
+        gathered: Tensor<B, 2>,
+        centres: Tensor<B, 2>,
+        sampled: &SampledClasses,
+        comm: &C,
+    ) -> Result<(f32, Tensor<B, 2>, Tensor<B, 2>)> {
+        let device = gathered.device();
+        let rows = sampled.labels.len();
+        let softmax = BlockwiseMarginSoftmax::new(margin);
+        let unit = NormalizedRows::new(gathered);
+        let columns = if sampled.index.len() == self.shard.num_local() {
+            Columns::All
+        } else {
+            Columns::Rows(&sampled.index)
+        };
+        let stats = softmax.row_statistics(&unit, &centres, columns, &sampled.labels);
+        let row_tensor =
+            |values: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(values, [rows]), &device);
+        let s = margin.config().s as f32;
+        let shift = if f64::from(s) <= CONSTANT_SHIFT_LIMIT {
+            vec![s; rows]
+        } else {
+            to_vec(comm.all_reduce_max(row_tensor(stats.max.clone()).reshape([1, rows]))?)
+        };
+        let local = Tensor::stack::<2>(
+            vec![
+                row_tensor(stats.exp_sum(&shift)),
+                row_tensor(stats.target.clone()),
+            ],
+            0,
+        );
+        let reduced = to_vec(comm.all_reduce_sum(local)?);
+        let (denominators, targets) = reduced.split_at(rows);
+        if let Some(row) = denominators
+            .iter()
+            .position(|&d| d.is_nan() || d <= 0.0 || d.is_infinite())
+        {
+            return Err(PfcError::NonFinite {
+                rank: self.shard.rank,
+                sample: row,
+                value: denominators[row],
+            });
+        }
+        let loss = (0..rows)
+            .map(|i| f64::from(denominators[i].ln() + shift[i] - targets[i]))
+            .sum::<f64>()
+            / rows as f64;
+        let weights = vec![1.0 / rows as f32; rows];
+        let grads = softmax.gradients(
+            &unit,
+            &centres,
+            columns,
+            &sampled.labels,
+            &shift,
+            denominators,
+            &weights,
+        );
+        Ok((
+            loss as f32,
+            unit.backward(grads.unit_embeddings),
+            grads.centres,
+        ))
     }
 
     /// Each part's shift `[rows]`: its constant, or the row maxima over every shard's columns

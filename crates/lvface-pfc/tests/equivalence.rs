@@ -12,7 +12,7 @@ use lvface_loss::{
 use lvface_pfc::{
     run_local_peers,
     scaling::{step_traffic, StepShape},
-    ClassShard, Collective, PartialFcConfig, PfcError, ShardLoss,
+    ClassShard, Collective, PartialFcConfig, PfcError, ShardLoss, ShardSoftmax,
 };
 
 const DIM: usize = 8;
@@ -75,16 +75,24 @@ fn bank(classes: std::ops::Range<usize>) -> PrototypeBank<B> {
     )
 }
 
-fn sharded(world: usize, margin: CombinedMargin, stable: Option<StableStageConfig>) -> Sharded {
+fn sharded(
+    world: usize,
+    margin: CombinedMargin,
+    stable: Option<StableStageConfig>,
+    softmax: ShardSoftmax,
+) -> Sharded {
     let n = world * BATCH;
     let x = to_vec(matrix::<Inner>(1, n, DIM));
     let w = matrix::<Inner>(2, CLASSES, DIM);
     let y = labels(3, n, CLASSES);
     let outs = run_local_peers::<Inner, _, _>(world, &[Default::default()], |comm| {
         let rank = comm.rank();
-        let pfc = PartialFcConfig::default()
-            .init(rank, world, CLASSES)
-            .unwrap();
+        let pfc = PartialFcConfig {
+            softmax,
+            ..Default::default()
+        }
+        .init(rank, world, CLASSES)
+        .unwrap();
         let range = pfc.shard().range();
         let mine = rank_rows::<Inner>(&x, rank, BATCH, DIM);
         let shard_bank = bank(range.clone());
@@ -123,22 +131,35 @@ fn sharded(world: usize, margin: CombinedMargin, stable: Option<StableStageConfi
 fn check(world: usize, margin: CombinedMargin, stable: Option<StableStageConfig>) {
     let full_bank = bank(0..CLASSES);
     let want = reference(world, margin, stable.map(|c| (c, &full_bank)));
-    let got = sharded(world, margin, stable);
-    for loss in &got.losses {
-        assert_close(&format!("W={world} loss"), &[*loss], &[want.loss], TOL);
+    // The blockwise softmax only computes the combined margin; the stable stage is always
+    // materialised.
+    let modes: &[ShardSoftmax] = match stable {
+        None => &[ShardSoftmax::Materialised, ShardSoftmax::Blockwise],
+        Some(_) => &[ShardSoftmax::Materialised],
+    };
+    for &softmax in modes {
+        let got = sharded(world, margin, stable, softmax);
+        for loss in &got.losses {
+            assert_close(
+                &format!("W={world} {softmax:?} loss"),
+                &[*loss],
+                &[want.loss],
+                TOL,
+            );
+        }
+        assert_close(
+            &format!("W={world} {softmax:?} embedding gradient"),
+            &got.embedding_grad,
+            &want.embedding_grad,
+            TOL,
+        );
+        assert_close(
+            &format!("W={world} {softmax:?} centre gradient"),
+            &got.centre_grad,
+            &want.centre_grad,
+            TOL,
+        );
     }
-    assert_close(
-        &format!("W={world} embedding gradient"),
-        &got.embedding_grad,
-        &want.embedding_grad,
-        TOL,
-    );
-    assert_close(
-        &format!("W={world} centre gradient"),
-        &got.centre_grad,
-        &want.centre_grad,
-        TOL,
-    );
 }
 
 #[test]
@@ -191,6 +212,7 @@ fn sampling_keeps_positives_and_equals_the_loss_over_the_sampled_classes() {
     let config = PartialFcConfig {
         sample_rate: 0.4,
         seed: 7,
+        ..Default::default()
     };
     let outs = run_local_peers::<Inner, _, _>(WORLD, &[Default::default()], |comm| {
         let rank = comm.rank();

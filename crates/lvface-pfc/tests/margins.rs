@@ -279,6 +279,7 @@ fn the_stable_stage_with_sampling_equals_one_device_over_the_sampled_classes() {
     let sampling = PartialFcConfig {
         sample_rate: 0.3,
         seed: 7,
+        ..Default::default()
     };
     for world in [1, 2, 3] {
         let n = world * BATCH;

@@ -14,6 +14,7 @@ use config::{Config, Environment, File, FileFormat, Value, ValueKind};
 use lvface_data::{AugmentConfig, CorruptPolicy, SyntheticConfig};
 use lvface_eval::VerificationConfig;
 use lvface_loss::{CurriculumConfig, PrototypeBankConfig};
+use lvface_pfc::ShardSoftmax;
 use lvface_vit::VitConfig;
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +117,8 @@ pub struct LossConfig {
     pub prototype_weight: f64,
     /// Weight the stable stage's target logit by the class's expectation length (Eq. 19).
     pub expectation_weighting: bool,
+    /// How the combined margin softmax is computed.
+    pub softmax: ShardSoftmax,
 }
 
 /// Where images come from and how they are batched.

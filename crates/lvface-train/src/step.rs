@@ -71,7 +71,12 @@ impl<'a, C> StepPlan<'a, C> {
         };
         let seed = config.run.seed;
         Ok(Self {
-            pfc: PartialFcConfig { sample_rate, seed }.init(rank, world, classes)?,
+            pfc: PartialFcConfig {
+                sample_rate,
+                seed,
+                softmax: config.loss.softmax,
+            }
+            .init(rank, world, classes)?,
             phase,
             loss: &config.loss,
             clip_norm: config.optim.clip_norm,

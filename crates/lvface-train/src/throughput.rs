@@ -79,7 +79,12 @@ pub fn time_train_steps<B: AutodiffBackend>(
     let sample_rate = phase.effective_sample_rate();
     let comm = Solo::new();
     let plan = StepPlan {
-        pfc: PartialFcConfig { sample_rate, seed }.init(0, 1, classes)?,
+        pfc: PartialFcConfig {
+            sample_rate,
+            seed,
+            softmax: config.loss.softmax,
+        }
+        .init(0, 1, classes)?,
         phase,
         loss: &config.loss,
         finetune: &config.finetune,

@@ -164,6 +164,7 @@ fn run_step(micro: usize) -> (TrainModel<B>, Vec<f64>) {
         pfc: PartialFcConfig {
             sample_rate: 1.0,
             seed: 0,
+            ..Default::default()
         }
         .init(0, 1, CLASSES)
         .unwrap(),

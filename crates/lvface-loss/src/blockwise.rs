@@ -1,0 +1,427 @@
+//! [`BlockwiseMarginSoftmax`]: the combined margin softmax and its gradients computed one block
+//! of classes at a time, so that the `[batch, classes]` logits are never stored.
+//!
+//! Forward, per block of centres: normalise the rows, one cosine GEMM, the margin on each row's
+//! target column, and an online log-sum-exp (a running row maximum and a sum rescaled when the
+//! maximum moves). Backward, per block: the same cosines recomputed, the softmax formed with the
+//! final denominators, and the two gradient GEMMs. What is held at any time is one block of
+//! logits and one of normalised centres, whatever the number of classes, besides the centre
+//! gradient itself; the price is a fourth GEMM (the recomputed cosines) where storing the logits
+//! needs three.
+//!
+//! The GEMMs run on the backend. The per-element work (normalisation, margin, `exp`, softmax
+//! gradient) runs on the host in one pass per block: under burn's CPU backend every element-wise
+//! tensor op is a separate pass, so the composed form spends more time there than in the GEMMs.
+//! On a GPU backend each block would cross the bus; there the materialised composition
+//! ([`CombinedMargin::forward`]) stays the one to use.
+//!
+//! The split into [`row_statistics`](BlockwiseMarginSoftmax::row_statistics) and
+//! [`gradients`](BlockwiseMarginSoftmax::gradients) is what a sharded classifier needs: each
+//! shard reports its rows' maxima and sums, the shards agree on the denominators (one or two
+//! all-reduces), and each shard forms its own gradients from them.
+
+use burn::prelude::*;
+
+use crate::combined_margin::CombinedMargin;
+use crate::cosine::NORM_EPS;
+
+/// Centres per block by default: a `[128, 4096]` block of logits is 2 MiB, and each GEMM is
+/// large enough to run threaded.
+pub const DEFAULT_BLOCK_CLASSES: usize = 4096;
+
+/// Which rows of the centre matrix are the softmax's columns.
+#[derive(Debug, Clone, Copy)]
+pub enum Columns<'a> {
+    /// Every row, in order.
+    All,
+    /// These rows (a Partial FC sample), in this order; column `j` is row `rows[j]`.
+    Rows(&'a [i64]),
+}
+
+impl Columns<'_> {
+    fn count(&self, centre_rows: usize) -> usize {
+        match self {
+            Columns::All => centre_rows,
+            Columns::Rows(rows) => rows.len(),
+        }
+    }
+}
+
+/// Rows L2-normalised on the host, with the norms backward needs.
+#[derive(Debug, Clone)]
+pub struct NormalizedRows<B: Backend> {
+    /// The normalised rows, `[rows, dim]`.
+    pub unit: Tensor<B, 2>,
+    /// Each row's norm, floored at `F.normalize`'s 1e-12.
+    pub norms: Vec<f32>,
+}
+
+impl<B: Backend> NormalizedRows<B> {
+    /// Normalises `rows` (`[rows, dim]`) as [`l2_normalize`](crate::l2_normalize) does.
+    pub fn new(rows: Tensor<B, 2>) -> Self {
+        let device = rows.device();
+        let [n, dim] = rows.dims();
+        let mut values = host(rows);
+        let norms = normalize_rows(&mut values, dim);
+        Self {
+            unit: Tensor::from_data(TensorData::new(values, [n, dim]), &device),
+            norms,
+        }
+    }
+
+    /// The gradient with respect to the rows before normalisation, from the gradient with
+    /// respect to the unit rows (`[rows, dim]`).
+    pub fn backward(&self, unit_grad: Tensor<B, 2>) -> Tensor<B, 2> {
+        let device = unit_grad.device();
+        let [n, dim] = unit_grad.dims();
+        let mut grad = host(unit_grad);
+        normalize_backward(&host(self.unit.clone()), &self.norms, &mut grad, dim);
+        Tensor::from_data(TensorData::new(grad, [n, dim]), &device)
+    }
+}
+
+/// Per row, over one shard's columns: the largest logit, `Σ_j exp(z_j - max)`, and the target
+/// logit (0 when the row's class is not among the columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowStatistics {
+    /// Row maxima; `f32::MIN` for a row when there are no columns.
+    pub max: Vec<f32>,
+    /// `Σ_j exp(z_j - max)`, at least 1 when there are columns.
+    pub sum: Vec<f32>,
+    /// The margined target logit, 0 for rows labelled `-1`.
+    pub target: Vec<f32>,
+}
+
+impl RowStatistics {
+    /// `Σ_j exp(z_j - shift_i)` per row: what shards add up when every shard shifts by the same
+    /// value (a constant, or the all-reduced maximum).
+    pub fn exp_sum(&self, shift: &[f32]) -> Vec<f32> {
+        self.max
+            .iter()
+            .zip(&self.sum)
+            .zip(shift)
+            .map(|((&m, &l), &s)| l * (m - s).exp())
+            .collect()
+    }
+
+    /// `log Σ_j exp(z_j)` per row.
+    pub fn log_sum_exp(&self) -> Vec<f32> {
+        self.max
+            .iter()
+            .zip(&self.sum)
+            .map(|(&m, &l)| m + l.ln())
+            .collect()
+    }
+}
+
+/// What [`BlockwiseMarginSoftmax::gradients`] gives.
+#[derive(Debug, Clone)]
+pub struct MarginGradients<B: Backend> {
+    /// With respect to the unit embeddings, `[batch, dim]` (see [`NormalizedRows::backward`]).
+    pub unit_embeddings: Tensor<B, 2>,
+    /// With respect to the raw centre matrix, `[centre rows, dim]`; zero on rows that are not
+    /// columns.
+    pub centres: Tensor<B, 2>,
+}
+
+/// The combined margin softmax, blockwise. See the module documentation.
+#[derive(Debug, Clone, Copy)]
+pub struct BlockwiseMarginSoftmax {
+    margin: CombinedMargin,
+    block_classes: usize,
+}
+
+impl BlockwiseMarginSoftmax {
+    /// The softmax of `margin`, [`DEFAULT_BLOCK_CLASSES`] centres per block.
+    pub fn new(margin: CombinedMargin) -> Self {
+        Self::with_block(margin, DEFAULT_BLOCK_CLASSES)
+    }
+
+    /// The softmax of `margin`, `block_classes` centres per block (at least 1).
+    pub fn with_block(margin: CombinedMargin, block_classes: usize) -> Self {
+        Self {
+            margin,
+            block_classes: block_classes.max(1),
+        }
+    }
+
+    /// The margin.
+    pub fn margin(&self) -> &CombinedMargin {
+        &self.margin
+    }
+
+    /// Each row's maximum, shifted exp-sum and target logit over `columns` of `centres`.
+    ///
+    /// # Shapes
+    /// - embeddings: `[batch, dim]` unit rows
+    /// - centres: `[centre rows, dim]`, not necessarily normalised
+    /// - labels: `batch` entries in `-1..columns`, in column numbering
+    pub fn row_statistics<B: Backend>(
+        &self,
+        embeddings: &NormalizedRows<B>,
+        centres: &Tensor<B, 2>,
+        columns: Columns<'_>,
+        labels: &[i64],
+    ) -> RowStatistics {
+        let batch = labels.len();
+        let mut stats = RowStatistics {
+            max: vec![f32::MIN; batch],
+            sum: vec![0.0; batch],
+            target: vec![0.0; batch],
+        };
+        let s = self.margin.config().s as f32;
+        self.for_each_block(centres, columns, |start, block| {
+            let width = block.rows;
+            let cos = host(
+                embeddings
+                    .unit
+                    .clone()
+                    .matmul(block.unit.clone().transpose()),
+            );
+            for (i, row) in cos.chunks_exact(width).enumerate() {
+                let target = local_target(labels[i], start, width);
+                let mut z_target = 0.0;
+                if let Some(t) = target {
+                    let (value, _) = self.margin.target_cos_and_slope(row[t].clamp(-1.0, 1.0));
+                    z_target = s * value as f32;
+                    stats.target[i] = z_target;
+                }
+                let logit = |j: usize, c: f32| {
+                    if Some(j) == target {
+                        z_target
+                    } else {
+                        s * c.clamp(-1.0, 1.0)
+                    }
+                };
+                let block_max = row
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &c)| logit(j, c))
+                    .fold(f32::MIN, f32::max);
+                let max = stats.max[i].max(block_max);
+                let block_sum: f32 = row
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &c)| (logit(j, c) - max).exp())
+                    .sum();
+                stats.sum[i] = stats.sum[i] * (stats.max[i] - max).exp() + block_sum;
+                stats.max[i] = max;
+            }
+        });
+        stats
+    }
+
+    /// The gradients of `Σ_i weight_i · (log Σ_j exp(z_ij) - z_i,y_i)`, where the denominators
+    /// are `Σ_j exp(z_ij - shift_i)` over every shard's columns. A row labelled `-1` has no target
+    /// here but still gets the softmax gradient of these columns (its class is on another shard);
+    /// a weight of 0 removes a row.
+    ///
+    /// # Shapes
+    /// - embeddings: `[batch, dim]` unit rows
+    /// - centres: `[centre rows, dim]`, not necessarily normalised
+    /// - labels, shift, denominators, weights: `batch` entries; labels in column numbering
+    #[allow(clippy::too_many_arguments)]
+    pub fn gradients<B: Backend>(
+        &self,
+        embeddings: &NormalizedRows<B>,
+        centres: &Tensor<B, 2>,
+        columns: Columns<'_>,
+        labels: &[i64],
+        shift: &[f32],
+        denominators: &[f32],
+        weights: &[f32],
+    ) -> MarginGradients<B> {
+        let device = centres.device();
+        let [centre_rows, dim] = centres.dims();
+        let batch = labels.len();
+        let s = self.margin.config().s as f32;
+        let mut unit_grad = Tensor::<B, 2>::zeros([batch, dim], &device);
+        let mut centre_grad = vec![0.0f32; centre_rows * dim];
+        self.for_each_block(centres, columns, |start, block| {
+            let width = block.rows;
+            let mut cos = host(
+                embeddings
+                    .unit
+                    .clone()
+                    .matmul(block.unit.clone().transpose()),
+            );
+            for (i, row) in cos.chunks_exact_mut(width).enumerate() {
+                let target = local_target(labels[i], start, width);
+                let scale = weights[i] / denominators[i];
+                for (j, c) in row.iter_mut().enumerate() {
+                    let inside = (-1.0..=1.0).contains(c);
+                    let clamped = c.clamp(-1.0, 1.0);
+                    let (z, slope, one_hot) = if Some(j) == target {
+                        let (value, slope) = self.margin.target_cos_and_slope(clamped);
+                        (s * value as f32, slope as f32, weights[i])
+                    } else {
+                        (s * clamped, 1.0, 0.0)
+                    };
+                    let dz = (z - shift[i]).exp() * scale - one_hot;
+                    *c = if inside { dz * s * slope } else { 0.0 };
+                }
+            }
+            let cos_grad = Tensor::<B, 2>::from_data(TensorData::new(cos, [batch, width]), &device);
+            unit_grad = unit_grad.clone() + cos_grad.clone().matmul(block.unit.clone());
+            let mut grad = host(cos_grad.transpose().matmul(embeddings.unit.clone()));
+            normalize_backward(&host(block.unit.clone()), &block.norms, &mut grad, dim);
+            for (k, row) in grad.chunks_exact(dim).enumerate() {
+                let r = block.row_of(k) * dim;
+                centre_grad[r..r + dim].copy_from_slice(row);
+            }
+        });
+        MarginGradients {
+            unit_embeddings: unit_grad,
+            centres: Tensor::from_data(TensorData::new(centre_grad, [centre_rows, dim]), &device),
+        }
+    }
+
+    /// The mean loss over rows with a label (0 when none has), and its gradients with respect
+    /// to the raw embeddings and centres: what [`CombinedMargin::forward`] and a backward pass
+    /// give, without the `[batch, classes]` logits.
+    ///
+    /// # Shapes
+    /// - embeddings: `[batch, dim]`, not necessarily normalised
+    /// - centres: `[classes, dim]`
+    /// - labels: `batch` entries in `-1..classes`
+    /// - output: the loss, `[batch, dim]`, `[classes, dim]`
+    pub fn loss_and_gradients<B: Backend>(
+        &self,
+        embeddings: Tensor<B, 2>,
+        centres: Tensor<B, 2>,
+        labels: &[i64],
+    ) -> (f32, Tensor<B, 2>, Tensor<B, 2>) {
+        let unit = NormalizedRows::new(embeddings);
+        let stats = self.row_statistics(&unit, &centres, Columns::All, labels);
+        let labelled = labels.iter().filter(|&&y| y >= 0).count();
+        let lse = stats.log_sum_exp();
+        let loss = labels
+            .iter()
+            .zip(lse.iter().zip(&stats.target))
+            .filter(|(&y, _)| y >= 0)
+            .map(|(_, (&l, &t))| f64::from(l - t))
+            .sum::<f64>()
+            / labelled.max(1) as f64;
+        let weights: Vec<f32> = labels
+            .iter()
+            .map(|&y| if y >= 0 { 1.0 / labelled as f32 } else { 0.0 })
+            .collect();
+        let grads = self.gradients(
+            &unit,
+            &centres,
+            Columns::All,
+            labels,
+            &stats.max,
+            &stats.sum,
+            &weights,
+        );
+        let embedding_grad = unit.backward(grads.unit_embeddings);
+        (loss as f32, embedding_grad, grads.centres)
+    }
+
+    /// Calls `f(first column, block)` for each block of columns, in order.
+    fn for_each_block<B: Backend>(
+        &self,
+        centres: &Tensor<B, 2>,
+        columns: Columns<'_>,
+        mut f: impl FnMut(usize, &CentreBlock<'_, B>),
+    ) {
+        let [centre_rows, dim] = centres.dims();
+        let count = columns.count(centre_rows);
+        let device = centres.device();
+        for start in (0..count).step_by(self.block_classes) {
+            let end = (start + self.block_classes).min(count);
+            let raw = match columns {
+                Columns::All => centres.clone().slice([start..end, 0..dim]),
+                Columns::Rows(rows) => {
+                    let index = &rows[start..end];
+                    let index = Tensor::<B, 1, Int>::from_data(
+                        TensorData::new(index.to_vec(), [index.len()]),
+                        &device,
+                    );
+                    centres.clone().select(0, index)
+                }
+            };
+            let rows = NormalizedRows::new(raw);
+            let block = CentreBlock {
+                unit: rows.unit,
+                norms: rows.norms,
+                rows: end - start,
+                first: start,
+                columns,
+            };
+            f(start, &block);
+        }
+    }
+}
+
+/// One block of normalised centres.
+struct CentreBlock<'a, B: Backend> {
+    unit: Tensor<B, 2>,
+    norms: Vec<f32>,
+    rows: usize,
+    first: usize,
+    columns: Columns<'a>,
+}
+
+impl<B: Backend> CentreBlock<'_, B> {
+    /// The centre-matrix row of the block's `k`-th column.
+    fn row_of(&self, k: usize) -> usize {
+        match self.columns {
+            Columns::All => self.first + k,
+            Columns::Rows(rows) => rows[self.first + k] as usize,
+        }
+    }
+}
+
+/// The column of `label` inside a block of `width` columns starting at `start`.
+fn local_target(label: i64, start: usize, width: usize) -> Option<usize> {
+    let label = usize::try_from(label).ok()?;
+    (start..start + width)
+        .contains(&label)
+        .then(|| label - start)
+}
+
+fn host<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("a float tensor")
+}
+
+/// Divides each row of `values` by its norm (floored at 1e-12) and returns the floored norms.
+fn normalize_rows(values: &mut [f32], dim: usize) -> Vec<f32> {
+    values
+        .chunks_exact_mut(dim)
+        .map(|row| {
+            let norm = row
+                .iter()
+                .map(|v| v * v)
+                .sum::<f32>()
+                .sqrt()
+                .max(NORM_EPS as f32);
+            row.iter_mut().for_each(|v| *v /= norm);
+            norm
+        })
+        .collect()
+}
+
+/// Turns the gradient with respect to unit rows into the gradient with respect to the rows:
+/// `(g - u·(u·g)) / ‖x‖`, or `g / 1e-12` where the norm was floored (the floor is a constant).
+fn normalize_backward(unit: &[f32], norms: &[f32], grad: &mut [f32], dim: usize) {
+    let floor = NORM_EPS as f32;
+    for ((g, u), &norm) in grad
+        .chunks_exact_mut(dim)
+        .zip(unit.chunks_exact(dim))
+        .zip(norms)
+    {
+        let along = if norm > floor {
+            g.iter().zip(u).map(|(a, b)| a * b).sum::<f32>()
+        } else {
+            0.0
+        };
+        for (gv, uv) in g.iter_mut().zip(u) {
+            *gv = (*gv - uv * along) / norm;
+        }
+    }
+}
