@@ -5,7 +5,8 @@
 //! `benches/reference/margin_softmax_torch.py` measures the same computation in PyTorch.
 //!
 //! `LVFACE_BENCH_CLASSES=100000` (comma-separated) limits the class counts: the 1,000,000-class
-//! cases hold about 6 GB. To read one case's peak memory, run it alone under `/usr/bin/time -v`
+//! cases hold about 6 GB. `LVFACE_BENCH_BLOCK=2048` sets the blockwise softmax's classes per
+//! block. To read one case's peak memory, run it alone under `/usr/bin/time -v`
 //! with criterion's filter (`cargo bench --bench loss -- blockwise/C1000000/rate1`).
 
 // criterion_group! generates undocumented functions.
@@ -84,7 +85,13 @@ fn margin_softmax(c: &mut Criterion) {
 
 fn blockwise(c: &mut Criterion) {
     let device = Default::default();
-    let softmax = BlockwiseMarginSoftmax::new(CombinedMarginConfig::arcface(0.5).init());
+    let margin = CombinedMarginConfig::arcface(0.5).init();
+    let softmax = match std::env::var("LVFACE_BENCH_BLOCK") {
+        Ok(block) => {
+            BlockwiseMarginSoftmax::with_block(margin, block.parse().expect("a block size"))
+        }
+        Err(_) => BlockwiseMarginSoftmax::new(margin),
+    };
     let mut group = c.benchmark_group("margin_softmax/blockwise");
     group
         .sample_size(10)

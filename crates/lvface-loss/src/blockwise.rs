@@ -21,13 +21,16 @@
 //! all-reduces), and each shard forms its own gradients from them.
 
 use burn::prelude::*;
+use rayon::prelude::*;
 
 use crate::combined_margin::CombinedMargin;
 use crate::cosine::NORM_EPS;
+use crate::lanes;
 
-/// Centres per block by default: a `[128, 4096]` block of logits is 2 MiB, and each GEMM is
-/// large enough to run threaded.
-pub const DEFAULT_BLOCK_CLASSES: usize = 4096;
+/// Centres per block by default: at width 512 a block of unit centres is 2 MiB and a
+/// `[128, 1024]` block of logits 0.5 MiB, both within a core's L2 cache; 1024 was faster than
+/// 2048, 4096 and 8192 in `benches/loss.rs` (`docs/performance.md`).
+pub const DEFAULT_BLOCK_CLASSES: usize = 1024;
 
 /// Which rows of the centre matrix are the softmax's columns.
 #[derive(Debug, Clone, Copy)]
@@ -163,52 +166,35 @@ impl BlockwiseMarginSoftmax {
         columns: Columns<'_>,
         labels: &[i64],
     ) -> RowStatistics {
-        let batch = labels.len();
-        let mut stats = RowStatistics {
-            max: vec![f32::MIN; batch],
-            sum: vec![0.0; batch],
-            target: vec![0.0; batch],
-        };
+        // Per row: running maximum, sum of exp(z - maximum), target logit.
+        let mut rows = vec![(f32::MIN, 0.0f32, 0.0f32); labels.len()];
         let s = self.margin.config().s as f32;
         self.for_each_block(centres, columns, |start, block| {
             let width = block.rows;
-            let cos = host(
-                embeddings
-                    .unit
-                    .clone()
-                    .matmul(block.unit.clone().transpose()),
-            );
-            for (i, row) in cos.chunks_exact(width).enumerate() {
-                let target = local_target(labels[i], start, width);
-                let mut z_target = 0.0;
-                if let Some(t) = target {
-                    let (value, _) = self.margin.target_cos_and_slope(row[t].clamp(-1.0, 1.0));
-                    z_target = s * value as f32;
-                    stats.target[i] = z_target;
-                }
-                let logit = |j: usize, c: f32| {
-                    if Some(j) == target {
-                        z_target
-                    } else {
-                        s * c.clamp(-1.0, 1.0)
+            let mut logits = host(embeddings.unit.clone().matmul(block.unit.transpose()));
+            logits
+                .par_chunks_exact_mut(width)
+                .zip(rows.par_iter_mut())
+                .zip(labels.par_iter())
+                .for_each(|((row, (max, sum, target_logit)), &label)| {
+                    let target = local_target(label, start, width);
+                    let cos_target = target.map(|t| row[t].clamp(-1.0, 1.0));
+                    row.iter_mut().for_each(|c| *c = s * c.clamp(-1.0, 1.0));
+                    if let (Some(t), Some(c)) = (target, cos_target) {
+                        let (value, _) = self.margin.target_cos_and_slope(c);
+                        row[t] = s * value as f32;
+                        *target_logit = row[t];
                     }
-                };
-                let block_max = row
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &c)| logit(j, c))
-                    .fold(f32::MIN, f32::max);
-                let max = stats.max[i].max(block_max);
-                let block_sum: f32 = row
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &c)| (logit(j, c) - max).exp())
-                    .sum();
-                stats.sum[i] = stats.sum[i] * (stats.max[i] - max).exp() + block_sum;
-                stats.max[i] = max;
-            }
+                    let new_max = max.max(lanes::max(row));
+                    *sum = *sum * lanes::exp(*max - new_max) + lanes::sum_exp(row, new_max);
+                    *max = new_max;
+                });
         });
-        stats
+        RowStatistics {
+            max: rows.iter().map(|r| r.0).collect(),
+            sum: rows.iter().map(|r| r.1).collect(),
+            target: rows.iter().map(|r| r.2).collect(),
+        }
     }
 
     /// The gradients of `Σ_i weight_i · (log Σ_j exp(z_ij) - z_i,y_i)`, where the denominators
@@ -245,29 +231,46 @@ impl BlockwiseMarginSoftmax {
                     .clone()
                     .matmul(block.unit.clone().transpose()),
             );
-            for (i, row) in cos.chunks_exact_mut(width).enumerate() {
-                let target = local_target(labels[i], start, width);
-                let scale = weights[i] / denominators[i];
-                for (j, c) in row.iter_mut().enumerate() {
-                    let inside = (-1.0..=1.0).contains(c);
-                    let clamped = c.clamp(-1.0, 1.0);
-                    let (z, slope, one_hot) = if Some(j) == target {
-                        let (value, slope) = self.margin.target_cos_and_slope(clamped);
-                        (s * value as f32, slope as f32, weights[i])
-                    } else {
-                        (s * clamped, 1.0, 0.0)
-                    };
-                    let dz = (z - shift[i]).exp() * scale - one_hot;
-                    *c = if inside { dz * s * slope } else { 0.0 };
-                }
-            }
+            cos.par_chunks_exact_mut(width)
+                .enumerate()
+                .for_each(|(i, row)| {
+                    let target = local_target(labels[i], start, width);
+                    let cos_target = target.map(|t| row[t]);
+                    // d loss / d cos = weight · s · (softmax - one-hot), zero where the clamp held
+                    // the cosine; the target column is redone below with its margin.
+                    let scale = weights[i] / denominators[i] * s;
+                    let shift = shift[i];
+                    for c in row.iter_mut() {
+                        let p = lanes::exp(s * c.clamp(-1.0, 1.0) - shift) * scale;
+                        *c = if (-1.0..=1.0).contains(c) { p } else { 0.0 };
+                    }
+                    if let (Some(t), Some(c)) = (target, cos_target) {
+                        let (value, slope) = self.margin.target_cos_and_slope(c.clamp(-1.0, 1.0));
+                        let p = lanes::exp(s * value as f32 - shift) * scale;
+                        row[t] = if (-1.0..=1.0).contains(&c) {
+                            (p - weights[i] * s) * slope as f32
+                        } else {
+                            0.0
+                        };
+                    }
+                });
             let cos_grad = Tensor::<B, 2>::from_data(TensorData::new(cos, [batch, width]), &device);
             unit_grad = unit_grad.clone() + cos_grad.clone().matmul(block.unit.clone());
             let mut grad = host(cos_grad.transpose().matmul(embeddings.unit.clone()));
-            normalize_backward(&host(block.unit.clone()), &block.norms, &mut grad, dim);
-            for (k, row) in grad.chunks_exact(dim).enumerate() {
-                let r = block.row_of(k) * dim;
-                centre_grad[r..r + dim].copy_from_slice(row);
+            // The block's unit rows are no longer shared: this takes them without a copy.
+            let place = block.place;
+            normalize_backward(&host(block.unit), &block.norms, &mut grad, dim);
+            match place.columns {
+                Columns::All => {
+                    let r = place.first * dim;
+                    centre_grad[r..r + grad.len()].copy_from_slice(&grad);
+                }
+                Columns::Rows(_) => {
+                    for (k, row) in grad.chunks_exact(dim).enumerate() {
+                        let r = place.row_of(k) * dim;
+                        centre_grad[r..r + dim].copy_from_slice(row);
+                    }
+                }
             }
         });
         MarginGradients {
@@ -324,7 +327,7 @@ impl BlockwiseMarginSoftmax {
         &self,
         centres: &Tensor<B, 2>,
         columns: Columns<'_>,
-        mut f: impl FnMut(usize, &CentreBlock<'_, B>),
+        mut f: impl FnMut(usize, CentreBlock<'_, B>),
     ) {
         let [centre_rows, dim] = centres.dims();
         let count = columns.count(centre_rows);
@@ -347,10 +350,12 @@ impl BlockwiseMarginSoftmax {
                 unit: rows.unit,
                 norms: rows.norms,
                 rows: end - start,
-                first: start,
-                columns,
+                place: BlockPlace {
+                    first: start,
+                    columns,
+                },
             };
-            f(start, &block);
+            f(start, block);
         }
     }
 }
@@ -360,11 +365,17 @@ struct CentreBlock<'a, B: Backend> {
     unit: Tensor<B, 2>,
     norms: Vec<f32>,
     rows: usize,
+    place: BlockPlace<'a>,
+}
+
+/// Where a block's columns are in the centre matrix.
+#[derive(Clone, Copy)]
+struct BlockPlace<'a> {
     first: usize,
     columns: Columns<'a>,
 }
 
-impl<B: Backend> CentreBlock<'_, B> {
+impl BlockPlace<'_> {
     /// The centre-matrix row of the block's `k`-th column.
     fn row_of(&self, k: usize) -> usize {
         match self.columns {
@@ -392,14 +403,9 @@ fn host<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
 /// Divides each row of `values` by its norm (floored at 1e-12) and returns the floored norms.
 fn normalize_rows(values: &mut [f32], dim: usize) -> Vec<f32> {
     values
-        .chunks_exact_mut(dim)
+        .par_chunks_exact_mut(dim)
         .map(|row| {
-            let norm = row
-                .iter()
-                .map(|v| v * v)
-                .sum::<f32>()
-                .sqrt()
-                .max(NORM_EPS as f32);
+            let norm = lanes::dot(row, row).sqrt().max(NORM_EPS as f32);
             row.iter_mut().for_each(|v| *v /= norm);
             norm
         })
@@ -410,18 +416,13 @@ fn normalize_rows(values: &mut [f32], dim: usize) -> Vec<f32> {
 /// `(g - u·(u·g)) / ‖x‖`, or `g / 1e-12` where the norm was floored (the floor is a constant).
 fn normalize_backward(unit: &[f32], norms: &[f32], grad: &mut [f32], dim: usize) {
     let floor = NORM_EPS as f32;
-    for ((g, u), &norm) in grad
-        .chunks_exact_mut(dim)
-        .zip(unit.chunks_exact(dim))
-        .zip(norms)
-    {
-        let along = if norm > floor {
-            g.iter().zip(u).map(|(a, b)| a * b).sum::<f32>()
-        } else {
-            0.0
-        };
-        for (gv, uv) in g.iter_mut().zip(u) {
-            *gv = (*gv - uv * along) / norm;
-        }
-    }
+    grad.par_chunks_exact_mut(dim)
+        .zip(unit.par_chunks_exact(dim))
+        .zip(norms.par_iter())
+        .for_each(|((g, u), &norm)| {
+            let along = if norm > floor { lanes::dot(g, u) } else { 0.0 };
+            for (gv, uv) in g.iter_mut().zip(u) {
+                *gv = (*gv - uv * along) / norm;
+            }
+        });
 }

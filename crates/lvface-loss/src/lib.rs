@@ -62,6 +62,7 @@ mod cross_entropy;
 mod curricular_face;
 mod curriculum;
 mod error;
+mod lanes;
 mod negative_sampler;
 mod prototype_bank;
 mod rng;
