@@ -66,7 +66,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // k is in [-126, 128]; 2^k is built as 2^(k/2)·2^(k - k/2) because 2^128 has no f32
     // exponent (at k = 128 the product overflows to infinity, as e^88.73 does).
