@@ -43,6 +43,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--classes", default="100000,1000000")
+    # One rate per process gives each case its own peak memory.
+    parser.add_argument("--rates", default="1.0,0.1")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch={torch.__version__} threads={args.threads}")
@@ -51,7 +53,7 @@ def main():
         centres = (torch.randn(classes, 512) * 0.01).requires_grad_()
         emb = torch.randn(128, 512, requires_grad=True)
         labels = (torch.arange(128) * 7919) % classes
-        for rate in (1.0, 0.1):
+        for rate in [float(r) for r in args.rates.split(",")]:
             times = []
             for i in range(args.iters + 2):
                 start = time.perf_counter()

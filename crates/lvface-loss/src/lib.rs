@@ -1,8 +1,9 @@
 //! Face-recognition losses for lvface, generic over the burn backend: the combined margin
 //! softmax of ArcFace/CosFace/SphereFace, Partial FC negative-class sampling, EPL's EMA class
 //! prototypes, the LVFace stable-stage loss (paper Eq. 19), the LVFace curriculum that switches
-//! between them, and CurricularFace and AdaFace as alternatives. The formulas and the
-//! interpretation of Eq. 19 are in `docs/losses.md`.
+//! between them, CurricularFace and AdaFace as alternatives, and a blockwise form of the combined
+//! margin softmax that never stores the `[batch, classes]` logits ([`BlockwiseMarginSoftmax`]).
+//! The formulas and the interpretation of Eq. 19 are in `docs/losses.md`.
 //!
 //! Invariants:
 //! - The crate works on embeddings, class-centre tensors and labels only. It knows nothing of

@@ -1,7 +1,8 @@
 //! Runs sharded steps on in-process ranks and prints what they communicated and how much memory
 //! the process peaked at, next to what `lvface_pfc::scaling` predicts.
 //!
-//! `cargo run --release -p lvface-pfc --example scaling_check -- CLASSES WORLD BATCH [DIM] [RATE]`
+//! `cargo run --release -p lvface-pfc --example scaling_check -- CLASSES WORLD BATCH [DIM] [RATE]
+//! [blockwise|materialised]`
 #![allow(clippy::print_stdout)]
 
 use burn::backend::{Autodiff, Flex};
@@ -9,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use lvface_loss::CombinedMarginConfig;
 use lvface_pfc::scaling::{ring_bytes_sent, shard_memory, step_traffic, StepShape};
-use lvface_pfc::{run_local_peers, Collective, PartialFcConfig, ShardLoss};
+use lvface_pfc::{run_local_peers, Collective, PartialFcConfig, ShardLoss, ShardSoftmax};
 
 fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -30,6 +31,11 @@ fn main() {
     let rate: f64 = std::env::args()
         .nth(5)
         .map_or(1.0, |r| r.parse().expect("RATE is a number"));
+    let softmax = match std::env::args().nth(6).as_deref() {
+        None | Some("blockwise") => ShardSoftmax::Blockwise,
+        Some("materialised") => ShardSoftmax::Materialised,
+        Some(other) => panic!("the softmax is `blockwise` or `materialised`, not `{other}`"),
+    };
     let (classes, world, batch) = (args[0], args[1], args[2]);
     let dim = args.get(3).copied().unwrap_or(512);
     let before = peak_rss_bytes().unwrap_or(0);
@@ -37,7 +43,7 @@ fn main() {
     let config = PartialFcConfig {
         sample_rate: rate,
         seed: 1,
-        ..Default::default()
+        softmax,
     };
     let started = std::time::Instant::now();
     let traffic = run_local_peers::<Flex, _, _>(world, &[Default::default()], |comm| {
@@ -79,7 +85,9 @@ fn main() {
     };
     let predicted = step_traffic(shape);
     let memory = shard_memory(shape);
-    println!("classes={classes} world={world} batch/rank={batch} dim={dim} rate={rate} step={elapsed:.2?}");
+    println!(
+        "classes={classes} world={world} batch/rank={batch} dim={dim} rate={rate} softmax={softmax:?} step={elapsed:.2?}"
+    );
     println!(
         "traffic per rank: measured calls={} elements={} | predicted calls={} elements={} | ring bytes sent {}",
         traffic[0].calls,
