@@ -69,13 +69,16 @@ impl<B: Backend> Vit<B> {
         };
         // Validation is ours: the stores would stop at the first kind of problem.
         let result = match format_of(path)? {
-            Format::Safetensors => SafetensorsStore::from_file(path)
-                .with_from_adapter(PyTorchToBurnAdapter)
-                .remap(remapper(&LOAD_RULES))
-                .validate(false)
-                .allow_partial(true)
-                .apply_to::<B, _>(&mut self)
-                .map_err(|e| unreadable(e.to_string()))?,
+            Format::Safetensors => {
+                plausible_weights(&mut SafetensorsStore::from_file(path)).map_err(unreadable)?;
+                SafetensorsStore::from_file(path)
+                    .with_from_adapter(PyTorchToBurnAdapter)
+                    .remap(remapper(&LOAD_RULES))
+                    .validate(false)
+                    .allow_partial(true)
+                    .apply_to::<B, _>(&mut self)
+                    .map_err(|e| unreadable(e.to_string()))?
+            }
             Format::Pytorch => load_pytorch(&mut self, path).map_err(unreadable)?,
         };
         check(&result, path)?;
@@ -134,6 +137,10 @@ fn load_pytorch<B: Backend>(
     };
     let mut first_error = None;
     for key in [None, Some("state_dict"), Some("model")] {
+        if let Err(e) = plausible_weights(&mut store(key)) {
+            first_error.get_or_insert(e);
+            continue;
+        }
         match store(key).apply_to::<B, _>(vit) {
             Ok(result) if !result.applied.is_empty() || key == Some("model") => return Ok(result),
             Ok(_) => {}
@@ -143,6 +150,32 @@ fn load_pytorch<B: Backend>(
         }
     }
     Err(first_error.unwrap_or_else(|| "no tensors found".into()))
+}
+
+/// Refuses, before burn-store loads them, tensors that would make burn panic (both found by the
+/// import fuzz targets): integer data for a float parameter ("Expected float dtype"; only
+/// BatchNorm's `num_batches_tracked` counter is an integer in insightface's state dicts), and a
+/// dimension of size 0, for which burn-store's `.pt` reader hands over a storage of another size.
+fn plausible_weights<S: ModuleStore>(store: &mut S) -> std::result::Result<(), String>
+where
+    S::Error: std::fmt::Display,
+{
+    let snapshots = store.get_all_snapshots().map_err(|e| e.to_string())?;
+    for (key, snapshot) in snapshots {
+        if !snapshot.dtype.is_float() && !key.ends_with("num_batches_tracked") {
+            return Err(format!(
+                "tensor `{key}` holds {:?} values; the backbone's weights are floating point",
+                snapshot.dtype
+            ));
+        }
+        if snapshot.shape.contains(&0) {
+            return Err(format!(
+                "tensor `{key}` has shape {:?}; no weight of the backbone is empty",
+                snapshot.shape.to_vec()
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check(result: &ApplyResult, path: &Path) -> Result<()> {

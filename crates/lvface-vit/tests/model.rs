@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::prelude::*;
@@ -240,4 +242,51 @@ fn saving_never_leaves_a_partial_file() {
     assert_eq!(names, vec![std::ffi::OsString::from("vit.safetensors")]);
     assert!(model.save_weights(dir.join("vit.pt")).is_err());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn integer_weights_are_refused_naming_the_tensor() {
+    // Found by the `import_safetensors` fuzz target: a float parameter given U32 data made
+    // burn panic ("Expected float dtype, got U32"). Same bytes, only the header's dtype changed.
+    let mut bytes = std::fs::read(fixture("weights.safetensors")).unwrap();
+    let entry = br#""norm.weight":{"dtype":"F32""#;
+    let at = bytes
+        .windows(entry.len())
+        .position(|w| w == entry)
+        .expect("the fixture's header lists norm.weight as F32");
+    bytes[at + entry.len() - 4] = b'U';
+    let path = std::env::temp_dir().join(format!("lvface-u32-{}.safetensors", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let message = load_error(micro_config(), &path);
+    std::fs::remove_file(&path).unwrap();
+    assert!(
+        message.contains("`norm.weight`")
+            && message.contains("U32")
+            && message.contains("lvface-u32"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_pt_tensor_with_an_empty_dimension_is_refused_naming_the_tensor() {
+    // Found by the `import_pt` fuzz target (the input is kept as the fixture): `mask_token` of
+    // shape [0, 1, 8] over a one-element storage made burn's tensor constructor panic inside
+    // burn-store's reader.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz/empty-dim-mask-token.pt");
+    let tiny = VitConfig {
+        image_size: 4,
+        patch_size: 2,
+        embed_dim: 8,
+        depth: 1,
+        num_heads: 8,
+        mlp_ratio: 2,
+        num_features: 8,
+        ..micro_config()
+    };
+    let message = load_error(tiny, &path);
+    assert!(
+        message.contains("`mask_token`") && message.contains("[0, 1, 8]"),
+        "{message}"
+    );
 }
