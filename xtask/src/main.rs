@@ -46,8 +46,8 @@ fn main() -> Result<ExitCode> {
     Ok(ExitCode::from(status.code().map_or(1, |c| c as u8)))
 }
 
-/// The cargo features for the backend that `args` ask for (`--backend cuda` or
-/// `--backend=cuda`; the CPU otherwise). A backend the binary does not know is left to the
+/// The cargo features for the backend that `args` ask for (`--backend cuda`, `--backend=wgpu`;
+/// the CPU otherwise). A backend the binary does not know is left to the
 /// binary to refuse, in the CPU build.
 fn features(args: &[OsString]) -> &'static str {
     let mut backend = None;
@@ -64,6 +64,7 @@ fn features(args: &[OsString]) -> &'static str {
     }
     match backend.as_deref() {
         Some("cuda") => "cuda",
+        Some("wgpu") => "wgpu",
         _ => "cpu",
     }
 }
@@ -139,6 +140,7 @@ mod tests {
             ("train --backend cuda --devices 8", "cuda"),
             ("eval --run runs/a --backend=cuda", "cuda"),
             ("probe --backend cpu", "cpu"),
+            ("embed --backend wgpu a.jpg", "wgpu"),
             // A value after `--` is not an option of the binary's.
             ("verify a.jpg -- --backend cuda", "cpu"),
             // A name the binary refuses is refused by the CPU build.

@@ -83,6 +83,7 @@ impl ModelArgs {
 
 impl Backbone {
     fn load<B: Backend>(&self, device: &B::Device) -> Result<lvface_vit::Vit<B>> {
+        self.config.check_device::<B>(device)?;
         self.config
             .init::<B>(device)
             .load_weights(&self.weights)
@@ -342,29 +343,18 @@ fn embed_paths(
         images.push(face.image);
     }
     eprintln!("embedding {} images with {}", images.len(), backbone.source);
-    match kind {
-        #[cfg(feature = "cpu")]
-        BackendKind::Cpu => {
-            let device = backend::cpu::device();
-            let vit = backbone.load::<backend::cpu::Backend>(&device)?;
-            embed_faces(&vit, &images, options, &device)
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            let device = backend::cuda::device(0)?;
-            let vit = backbone.load::<backend::cuda::Backend>(&device)?;
-            embed_faces(&vit, &images, options, &device)
-        }
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
-    }
+    backend::on_backend!(kind, |on| {
+        let device = on::device(0)?;
+        let vit = backbone.load::<on::Backend>(&device)?;
+        embed_faces(&vit, &images, options, &device)
+    })
 }
 
 /// The ONNX bytes of `backbone`, loaded on the CPU backend (export only moves weights).
 fn export_bytes(backbone: &Backbone, opset: i64) -> Result<Vec<u8>> {
     #[cfg(feature = "cpu")]
     {
-        let vit = backbone.load::<backend::cpu::Backend>(&backend::cpu::device())?;
+        let vit = backbone.load::<backend::cpu::Backend>(&backend::cpu::device(0)?)?;
         let options = lvface_export::ExportOptions { opset };
         Ok(lvface_export::export_onnx(
             &vit,
@@ -383,7 +373,7 @@ fn export_bytes(backbone: &Backbone, opset: i64) -> Result<Vec<u8>> {
 fn import_on_cpu(source: &Path, dest: &Path, config: &VitConfig) -> Result<()> {
     #[cfg(feature = "cpu")]
     {
-        let device = backend::cpu::device();
+        let device = backend::cpu::device(0)?;
         lvface_export::import_weights::<backend::cpu::Backend>(source, dest, config, &device)?;
         Ok(())
     }
@@ -400,7 +390,7 @@ fn trainable_params(config: &VitConfig) -> usize {
     #[cfg(feature = "cpu")]
     {
         config
-            .init::<backend::cpu::Backend>(&backend::cpu::device())
+            .init::<backend::cpu::Backend>(&Default::default())
             .num_trainable_params()
     }
     #[cfg(not(feature = "cpu"))]

@@ -129,19 +129,9 @@ fn evaluate_model(args: &Args) -> Result<(String, Vec<PairSetResult>)> {
             bail!("pair set {} does not exist", path.display());
         }
     }
-    let results = match args.backend {
-        #[cfg(feature = "cpu")]
-        BackendKind::Cpu => {
-            evaluate_sets::<backend::cpu::Backend>(&model, &sets, &ijb, &backend::cpu::device())?
-        }
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            let device = backend::cuda::device(0)?;
-            evaluate_sets::<backend::cuda::Backend>(&model, &sets, &ijb, &device)?
-        }
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
-    };
+    let results = backend::on_backend!(args.backend, |on| {
+        evaluate_sets::<on::Backend>(&model, &sets, &ijb, &on::device(0)?)?
+    });
     Ok((model.source, results))
 }
 

@@ -112,6 +112,7 @@ impl EvalModel {
     /// The backbone with its weights, on `device`.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Vit<B>> {
         self.vit.validate()?;
+        self.vit.check_device::<B>(device)?;
         self.vit
             .init::<B>(device)
             .load_weights(&self.weights)

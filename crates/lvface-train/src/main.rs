@@ -46,8 +46,8 @@ enum Command {
         /// Where to run.
         #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
         backend: BackendKind,
-        /// Ranks in this process: the backbone data parallel, the classifier sharded. On cuda,
-        /// rank r runs on GPU r; on cpu, all ranks share the CPU. Under a torchrun-style launch
+        /// Ranks in this process: the backbone data parallel, the classifier sharded. On cuda
+        /// and wgpu, rank r runs on GPU r; on cpu, all ranks share the CPU. Under a torchrun-style launch
         /// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) each process is one rank instead, on
         /// GPU LOCAL_RANK.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
@@ -171,45 +171,23 @@ fn main() -> Result<()> {
             if grad_checkpoint {
                 println!("vit.grad_checkpoint: backward recomputes memory-bound ops");
             }
-            let summary = match backend {
-                #[cfg(feature = "cpu")]
-                BackendKind::Cpu => {
-                    let device = backend::cpu::device();
-                    with_autodiff!(backend::cpu::Backend, grad_checkpoint, |B| match &launch {
-                        Some(launch) => {
-                            lvface_train::train_launched::<B>(
-                                &run_dir,
-                                new_run.as_ref(),
-                                launch,
-                                &device,
-                            )?
-                        }
-                        None => lvface_train::train_local::<B>(&run_dir, &[device], devices)?,
-                    })
-                }
-                #[cfg(feature = "cuda")]
-                BackendKind::Cuda => {
-                    with_autodiff!(backend::cuda::Backend, grad_checkpoint, |B| match &launch {
-                        Some(launch) => {
-                            let device = backend::cuda::device(launch.local_rank)?;
-                            lvface_train::train_launched::<B>(
-                                &run_dir,
-                                new_run.as_ref(),
-                                launch,
-                                &device,
-                            )?
-                        }
-                        None => {
-                            let devices = (0..devices)
-                                .map(backend::cuda::device)
-                                .collect::<Result<Vec<_>>>()?;
-                            lvface_train::train_local::<B>(&run_dir, &devices, devices.len())?
-                        }
-                    })
-                }
-                #[allow(unreachable_patterns)]
-                _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
-            };
+            let summary = backend::on_backend!(backend, |on| {
+                with_autodiff!(on::Backend, grad_checkpoint, |B| match &launch {
+                    Some(launch) => lvface_train::train_launched::<B>(
+                        &run_dir,
+                        new_run.as_ref(),
+                        launch,
+                        &on::device(launch.local_rank)?,
+                    )?,
+                    None => {
+                        lvface_train::train_local::<B>(
+                            &run_dir,
+                            &on::rank_devices(devices)?,
+                            devices,
+                        )?
+                    }
+                })
+            });
             report_end(&summary, &run_dir);
             if summary.interrupted {
                 // Flushed first: `exit` skips the destructors of stdout's buffer.
@@ -237,24 +215,9 @@ fn main() -> Result<()> {
                 probe_train_step(&model, &config, batch, classes, warmup, steps, backend)?;
                 return Ok(());
             }
-            let report = match backend {
-                #[cfg(feature = "cpu")]
-                BackendKind::Cpu => probe::probe::<backend::cpu::Backend>(
-                    &config,
-                    batch,
-                    batches,
-                    &backend::cpu::device(),
-                )?,
-                #[cfg(feature = "cuda")]
-                BackendKind::Cuda => probe::probe::<backend::cuda::Backend>(
-                    &config,
-                    batch,
-                    batches,
-                    &backend::cuda::device(0)?,
-                )?,
-                #[allow(unreachable_patterns)]
-                _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
-            };
+            let report = backend::on_backend!(backend, |on| {
+                probe::probe::<on::Backend>(&config, batch, batches, &on::device(0)?)?
+            });
             println!(
                 "model={model} backend={backend:?} params={:.2}M embedding={} batch={batch} images_per_s={:.1}",
                 report.params as f64 / 1e6,
@@ -283,32 +246,11 @@ fn probe_train_step(
     steps: usize,
     backend: BackendKind,
 ) -> Result<()> {
-    let timing = match backend {
-        #[cfg(feature = "cpu")]
-        BackendKind::Cpu => with_autodiff!(backend::cpu::Backend, config.grad_checkpoint, |B| {
-            probe::probe_train_step::<B>(
-                config,
-                batch,
-                classes,
-                warmup,
-                steps,
-                &backend::cpu::device(),
-            )?
-        }),
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => with_autodiff!(backend::cuda::Backend, config.grad_checkpoint, |B| {
-            probe::probe_train_step::<B>(
-                config,
-                batch,
-                classes,
-                warmup,
-                steps,
-                &backend::cuda::device(0)?,
-            )?
-        }),
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("ensure_compiled rejected backends this binary lacks"),
-    };
+    let timing = backend::on_backend!(backend, |on| {
+        with_autodiff!(on::Backend, config.grad_checkpoint, |B| {
+            probe::probe_train_step::<B>(config, batch, classes, warmup, steps, &on::device(0)?)?
+        })
+    });
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
         "bench={model}/train_step_pfc backend={backend:?} params={:.2}M classes={classes} \

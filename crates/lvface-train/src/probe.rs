@@ -28,6 +28,7 @@ pub fn probe<B: Backend>(
     device: &B::Device,
 ) -> Result<ProbeReport> {
     config.validate()?;
+    config.check_device::<B>(device)?;
     let model = config.init::<B>(device);
     let shape = [batch, 3, config.image_size, config.image_size];
     let images = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), device);

@@ -41,6 +41,7 @@ pub(crate) fn start_rank<B: AutodiffBackend, C: Collective<B::InnerBackend>>(
     comm: &C,
 ) -> Result<Start<B>> {
     let (lead, world) = (comm.rank() == 0, comm.world_size());
+    config.vit.check_device::<B>(device)?;
     let seed = config.run.seed;
     let mut model = init_model::<B>(config, shard, device);
     let mut optim: Optim<B> = init_optimizer(&config.optim);

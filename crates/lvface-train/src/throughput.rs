@@ -65,6 +65,7 @@ pub fn time_train_steps<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<StepTiming> {
     config.validate()?;
+    config.vit.check_device::<B>(device)?;
     if classes == 0 || steps == 0 {
         bail!("time_train_steps needs at least one class and one timed step");
     }

@@ -37,6 +37,24 @@ pub enum ComputeDType {
 }
 
 impl ComputeDType {
+    /// Whether `device` can compute in this type. f32 runs everywhere; the half types need the
+    /// backend's support: burn's wgpu backend has no bf16 (WGSL lacks it) and has f16 only on
+    /// adapters with `shader-f16`, and without this check a product in an unsupported type
+    /// panics inside the backend.
+    pub fn supported_on<B: Backend>(self, device: &B::Device) -> bool {
+        self.half()
+            .is_none_or(|half| B::supports_dtype(device, half.into()))
+    }
+
+    /// The TOML spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+
     /// The half type of the products, or `None` when they run in f32 and nothing is cast.
     fn half(self) -> Option<FloatDType> {
         match self {
@@ -121,6 +139,18 @@ mod tests {
     use super::*;
 
     type B = Flex;
+
+    #[test]
+    fn the_cpu_backend_computes_in_every_type() {
+        for (dtype, name) in [
+            (ComputeDType::F32, "f32"),
+            (ComputeDType::Bf16, "bf16"),
+            (ComputeDType::F16, "f16"),
+        ] {
+            assert!(dtype.supported_on::<B>(&Default::default()), "{name}");
+            assert_eq!(dtype.name(), name);
+        }
+    }
 
     fn relative_error<const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f32 {
         let norm: f32 = b.clone().powf_scalar(2.0).sum().sqrt().into_scalar();

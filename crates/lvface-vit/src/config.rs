@@ -1,5 +1,6 @@
 //! [`VitConfig`]: the shape of an insightface face ViT, with the presets insightface names.
 
+use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use crate::compute_dtype::ComputeDType;
@@ -176,6 +177,19 @@ impl VitConfig {
     /// Tokens that go through the blocks in training: `int(N * (1 - r))`, as insightface.
     pub fn kept_tokens(&self) -> usize {
         (self.num_patches() as f64 * (1.0 - self.effective_mask_ratio())) as usize
+    }
+
+    /// Checks that `device` can run this configuration: its `compute_dtype`, which only the
+    /// device can answer for ([`validate`](Self::validate) checks the rest).
+    pub fn check_device<B: Backend>(&self, device: &B::Device) -> Result<()> {
+        if self.compute_dtype.supported_on::<B>(device) {
+            Ok(())
+        } else {
+            Err(VitError::UnsupportedComputeDType {
+                dtype: self.compute_dtype.name(),
+                backend: B::name(device),
+            })
+        }
     }
 
     /// Checks every field once; the error names the field and the value.

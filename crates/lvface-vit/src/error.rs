@@ -15,6 +15,17 @@ pub enum VitError {
         /// The offending value.
         value: String,
     },
+    /// The backend cannot compute in `vit.compute_dtype` on this device.
+    #[error(
+        "vit.compute_dtype = \"{dtype}\" is not supported by the {backend} backend on this \
+         device; use \"f32\" (or the other half type, if the device has it)"
+    )]
+    UnsupportedComputeDType {
+        /// The TOML spelling of the type.
+        dtype: &'static str,
+        /// burn's name for the backend.
+        backend: String,
+    },
     /// No preset has this name.
     #[error("unknown ViT preset `{0}`; known: vit_t, vit_t_dp005_mask0, vit_s, vit_s_dp005_mask_0, vit_b, vit_b_dp005_mask_005, vit_l_dp005_mask_005, vit_h")]
     UnknownPreset(String),
