@@ -107,41 +107,8 @@ pub mod cpu {
 }
 
 #[cfg(feature = "cuda")]
-pub mod cuda {
-    //! CUDA through cubecl; libcuda and libnvrtc are loaded when first used.
-    use anyhow::{bail, Result};
-
-    /// The GPU backend, fp32.
-    pub type Backend = burn::backend::Cuda<f32>;
-
-    /// Device `index`, after checking that a driver is there: without one, burn panics in a
-    /// device thread on the first tensor operation instead of returning an error.
-    pub fn device(index: usize) -> Result<burn::backend::cuda::CudaDevice> {
-        let found = ["libcuda.so.1", "libcuda.so", "nvcuda.dll"]
-            .iter()
-            .any(|name| can_open(name));
-        if !found {
-            bail!(
-                "the cuda backend needs an NVIDIA driver, and libcuda was not found on this \
-                 machine; use --backend cpu, or check LD_LIBRARY_PATH"
-            );
-        }
-        Ok(burn::backend::cuda::CudaDevice::new(index))
-    }
-
-    /// GPU r for rank r.
-    pub fn rank_devices(ranks: usize) -> Result<Vec<burn::backend::cuda::CudaDevice>> {
-        (0..ranks).map(device).collect()
-    }
-
-    fn can_open(name: &str) -> bool {
-        // libloading's `Library::new` is unsafe because a library's initialisers run; libcuda's
-        // are benign, and this is the same library cudarc itself opens.
-        #[allow(unsafe_code)]
-        let library = unsafe { libloading::Library::new(name) };
-        library.is_ok()
-    }
-}
+pub mod cuda;
+pub mod cuda_env;
 
 #[cfg(feature = "wgpu")]
 pub mod wgpu;

@@ -218,7 +218,7 @@ pub struct EmbedArgs {
     batch: usize,
     /// Where to embed.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    backend: BackendKind,
+    pub backend: BackendKind,
 }
 
 /// Embeds face images into an .npy file.
@@ -263,7 +263,7 @@ pub struct VerifyArgs {
     no_flip: bool,
     /// Where to embed.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
-    backend: BackendKind,
+    pub backend: BackendKind,
 }
 
 /// Prints the cosine similarity of two faces and the same/different decision.

@@ -61,7 +61,7 @@ pub struct Args {
     out: Option<PathBuf>,
     /// Where to embed.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu, conflicts_with = "embeddings")]
-    backend: BackendKind,
+    pub backend: BackendKind,
 }
 
 /// Runs `eval`.

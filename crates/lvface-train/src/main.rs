@@ -103,6 +103,10 @@ enum Command {
     /// in-process ranks: the first phase to a sharded checkpoint, the rest resumed on another
     /// rank count; prints each part's peak memory next to the prediction.
     Rehearse(rehearse::Args),
+    /// What the cuda backend loads at run time and where it was found: the NVIDIA driver,
+    /// NVRTC, the CUDA headers NVRTC compiles against, NCCL; exits with 1 when something it
+    /// needs is missing. `--backend cuda` sets these up itself before it starts.
+    CudaEnv,
     /// Data tools: inspect a RecordIO set or .bin file, pack an image folder into RecordIO,
     /// render synthetic identities.
     Data {
@@ -111,8 +115,33 @@ enum Command {
     },
 }
 
+impl Command {
+    /// The backend this command runs on and the GPUs of this process it uses at once.
+    fn backend(&self) -> Option<(BackendKind, usize)> {
+        match self {
+            Command::Train {
+                backend, devices, ..
+            } => Some((*backend, *devices as usize)),
+            Command::Probe { backend, .. } => Some((*backend, 1)),
+            Command::Eval(args) => Some((args.backend, 1)),
+            Command::Embed(args) => Some((args.backend, 1)),
+            Command::Verify(args) => Some((args.backend, 1)),
+            _ => None,
+        }
+    }
+}
+
 fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Some((kind, _gpus)) = cli.command.backend() {
+        backend::ensure_compiled(kind)?;
+        #[cfg(feature = "cuda")]
+        if kind == BackendKind::Cuda {
+            // Several GPUs of one process exchange tensors through NCCL (burn's `to_device`).
+            backend::cuda::prepare(_gpus > 1)?;
+        }
+    }
+    match cli.command {
         Command::Train {
             config,
             sets,
@@ -231,6 +260,20 @@ fn main() -> Result<()> {
         Command::Embed(args) => deploy::embed(args)?,
         Command::Verify(args) => deploy::verify(args)?,
         Command::Rehearse(args) => rehearse::run(args)?,
+        Command::CudaEnv => {
+            backend::ensure_compiled(BackendKind::Cuda)?;
+            #[cfg(feature = "cuda")]
+            {
+                let (lines, ready) = backend::cuda_env::describe(&backend::cuda::this_machine());
+                for line in lines {
+                    println!("{line}");
+                }
+                if !ready {
+                    std::io::stdout().flush()?;
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Data { command } => data::run(command)?,
     }
     Ok(())

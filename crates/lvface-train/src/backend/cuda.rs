@@ -1,0 +1,126 @@
+//! CUDA through cubecl; libcuda, libnvrtc and libnccl are loaded when first used, and NVRTC
+//! compiles the kernels against the headers under `CUDA_PATH` ([`prepare`] sees to both).
+// What the start-up changed in the environment is told on stderr.
+#![allow(clippy::print_stderr)]
+
+use anyhow::{bail, Context, Result};
+
+use super::cuda_env::{self, Machine, PREPARED_VARIABLE};
+
+/// The GPU backend, fp32.
+pub type Backend = burn::backend::Cuda<f32>;
+
+/// Device `index`, after checking that a driver is there: without one, burn panics in a
+/// device thread on the first tensor operation instead of returning an error.
+pub fn device(index: usize) -> Result<burn::backend::cuda::CudaDevice> {
+    let found = ["libcuda.so.1", "libcuda.so", "nvcuda.dll"]
+        .iter()
+        .any(|name| can_open(name));
+    if !found {
+        bail!(
+            "the cuda backend needs an NVIDIA driver, and libcuda was not found on this \
+             machine; use --backend cpu, or check LD_LIBRARY_PATH"
+        );
+    }
+    Ok(burn::backend::cuda::CudaDevice::new(index))
+}
+
+/// GPU r for rank r.
+pub fn rank_devices(ranks: usize) -> Result<Vec<burn::backend::cuda::CudaDevice>> {
+    (0..ranks).map(device).collect()
+}
+
+pub(super) fn can_open(name: &str) -> bool {
+    // libloading's `Library::new` is unsafe because a library's initialisers run; those of the
+    // CUDA libraries are benign, and these are the libraries cudarc itself opens.
+    #[allow(unsafe_code)]
+    let library = unsafe { libloading::Library::new(name) };
+    library.is_ok()
+}
+
+/// This machine as [`cuda_env::find`] sees it: `CUDA_PATH`, the pip packages of
+/// `LVFACE_PYTHON` (default `python3`, the interpreter torchrun runs under), cubecl's default
+/// toolkit folders.
+pub fn this_machine() -> cuda_env::Findings {
+    let python = std::env::var("LVFACE_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    cuda_env::find(&Machine {
+        can_load: &can_open,
+        cuda_path: std::env::var_os("CUDA_PATH").map(Into::into),
+        nvidia_dirs: cuda_env::pip_nvidia_dirs(&python),
+        system_cuda: vec!["/usr/local/cuda".into(), "/opt/cuda".into()],
+    })
+}
+
+/// Makes what the CUDA backend loads findable, starting this process again when the
+/// environment has to change (the loader reads `LD_LIBRARY_PATH` only at start), or stops with
+/// every problem named. `need_nccl`: whether collectives between GPUs of this process run
+/// (NCCL under burn's `to_device`).
+pub fn prepare(need_nccl: bool) -> Result<()> {
+    if std::env::var_os(PREPARED_VARIABLE).is_some() {
+        return Ok(());
+    }
+    let findings = this_machine();
+    let plan = cuda_env::plan(
+        &findings,
+        std::env::var_os("CUDA_PATH").is_some(),
+        need_nccl,
+    )
+    .map_err(|problems| anyhow::anyhow!("the cuda backend cannot start:\n{problems}"))?;
+    if plan.is_empty() {
+        return Ok(());
+    }
+    let mut dirs = plan.library_dirs.clone();
+    if !plan.links.is_empty() {
+        let links = link_folder();
+        std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
+        for (name, target) in &plan.links {
+            link(&links.join(name), target)?;
+        }
+        dirs.insert(0, links);
+    }
+    let mut path = std::env::join_paths(&dirs).context("a library folder has a `:` in its name")?;
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    let mut command = std::process::Command::new(
+        std::env::current_exe().context("finding this program to start it again")?,
+    );
+    command
+        .args(std::env::args_os().skip(1))
+        .env("LD_LIBRARY_PATH", &path)
+        .env(PREPARED_VARIABLE, "1");
+    if let Some(root) = &plan.cuda_path {
+        command.env("CUDA_PATH", root);
+    }
+    eprintln!(
+        "cuda: starting again with LD_LIBRARY_PATH={}{}",
+        path.to_string_lossy(),
+        plan.cuda_path
+            .as_ref()
+            .map_or(String::new(), |r| format!(" CUDA_PATH={}", r.display()))
+    );
+    use std::os::unix::process::CommandExt;
+    Err(command.exec()).context("starting this program again with the CUDA libraries' folders")
+}
+
+/// Where the links under cudarc's names live: one folder per user, reused by every run.
+fn link_folder() -> std::path::PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("lvface").join("cuda-libs")
+}
+
+/// `at` pointing to `target`, replaced whole (ranks of one node may do this at once).
+fn link(at: &std::path::Path, target: &std::path::Path) -> Result<()> {
+    if std::fs::read_link(at).is_ok_and(|current| current == target) {
+        return Ok(());
+    }
+    let staging = at.with_extension(format!("{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    std::os::unix::fs::symlink(target, &staging)
+        .and_then(|()| std::fs::rename(&staging, at))
+        .with_context(|| format!("linking {} to {}", at.display(), target.display()))
+}
