@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch CPU reference of lvface's training step (`lvface probe --train-step`).
+"""PyTorch reference of lvface's training step (`lvface probe --train-step`), on CPU or CUDA.
 
 One optimizer step of insightface's arcface_torch on one device, with the backbone of
 vit_torch.py (vit_t, 19.14 M parameters, token masking and drop path active) and Partial FC v2
@@ -17,7 +17,13 @@ vit_torch.py (vit_t, 19.14 M parameters, token masking and drop path active) and
 
 Each step gets a fresh random batch (pixels uniform in [-1, 1], labels uniform below the number
 of classes), made before its clock starts. After `--warmup` untimed steps, `--steps` are timed;
-one line reports median, mean and min (`images_per_s` from the median).
+one line reports median, mean and min (`images_per_s` from the median) and, on CUDA, the peak
+of allocated memory.
+
+`--amp bf16` runs the forward pass and the loss under `torch.autocast(device, torch.bfloat16)`
+as insightface's train_v2.py does with fp16 (its ViT turns autocast off around attention; the
+model here keeps attention's products in whatever autocast gives them), parameters and
+optimizer state in f32. On CUDA, a step's clock stops after `torch.cuda.synchronize()`.
 """
 
 import argparse
@@ -44,7 +50,7 @@ def sample(centres, labels, sample_rate):
     with torch.no_grad():
         positive = torch.unique(labels, sorted=True)
         if num_sample - positive.size(0) >= 0:
-            perm = torch.rand(size=[num_local])
+            perm = torch.rand(size=[num_local], device=centres.device)
             perm[positive] = 2.0
             index = torch.topk(perm, k=num_sample)[1]
             index = index.sort()[0]
@@ -71,22 +77,28 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--model", choices=["vit_t", "vit_s"], default="vit_t")
+    ap.add_argument("--model", choices=["vit_t", "vit_s", "vit_b"], default="vit_t")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--classes", type=int, default=10_000)
     ap.add_argument("--sample-rate", type=float, default=0.3)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off",
+                    help="autocast the forward pass and the loss to bf16")
     args = ap.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
 
     torch.set_num_threads(args.threads)
     print(f"torch={torch.__version__} python={platform.python_version()} "
           f"threads={torch.get_num_threads()} cpu=\"{vit_torch.cpu_model()}\"", flush=True)
 
     torch.manual_seed(0)
-    backbone = vit_torch.build(args.model)
+    backbone = vit_torch.build(args.model).to(device)
     backbone.train()
-    centres = nn.Parameter(torch.normal(0, 0.01, (args.classes, vit_torch.NUM_FEATURES)))
+    centres = nn.Parameter(
+        torch.normal(0, 0.01, (args.classes, vit_torch.NUM_FEATURES)).to(device))
     params = sum(p.numel() for p in backbone.parameters())
     print(f"model={args.model} params={params} params_m={params / 1e6:.2f} "
           f"centres={args.classes}x{vit_torch.NUM_FEATURES}", flush=True)
@@ -97,14 +109,18 @@ def main():
     size = vit_torch.IMG_SIZE
 
     def batch():
-        images = torch.rand(args.batch, 3, size, size) * 2 - 1
-        labels = torch.randint(0, args.classes, (args.batch,))
+        images = torch.rand(args.batch, 3, size, size, device=device) * 2 - 1
+        labels = torch.randint(0, args.classes, (args.batch,), device=device)
         return images, labels
 
     def step(images, labels):
-        embeddings = backbone(images)
-        weight, local_labels = sample(centres, labels, args.sample_rate)
-        logits = F.linear(F.normalize(embeddings), F.normalize(weight)).clamp(-1, 1)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp == "bf16"):
+            embeddings = backbone(images)
+            weight, local_labels = sample(centres, labels, args.sample_rate)
+            logits = F.linear(F.normalize(embeddings), F.normalize(weight))
+        # insightface's PartialFC_V2: the cosines in the autocast type, then `logits.float()`
+        # before the clamp, the margin and the softmax.
+        logits = logits.float().clamp(-1, 1)
         loss = F.cross_entropy(combined_margin(logits, local_labels), local_labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5)
@@ -116,8 +132,12 @@ def main():
     loss = float("nan")
     for i in range(args.warmup + args.steps):
         images, labels = batch()
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         loss = step(images, labels)
+        if cuda:
+            torch.cuda.synchronize()
         elapsed = (time.perf_counter() - t0) * 1e3
         if i >= args.warmup:
             times.append(elapsed)
@@ -126,7 +146,10 @@ def main():
           f"sample_rate={args.sample_rate} batch={args.batch} threads={args.threads} "
           f"warmup={args.warmup} steps={args.steps} median_ms={median_ms:.2f} "
           f"mean_ms={mean_ms:.2f} min_ms={min_ms:.2f} "
-          f"images_per_s={args.batch / (median_ms / 1e3):.2f} loss={loss:.3f}", flush=True)
+          f"images_per_s={args.batch / (median_ms / 1e3):.2f} loss={loss:.3f} "
+          f"device={args.device} amp={args.amp}"
+          + (f" peak_mib={torch.cuda.max_memory_allocated() / 2**20:.0f}" if cuda else ""),
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 //! release build (shown as cargo shows it, since the first one takes minutes), and the folder it
 //! runs in, the caller's, so that relative paths mean what they say. Every other argument goes
 //! to the binary untouched, and the binary alone defines its command lines:
-//! `cargo xtask train --help` is `lvface train --help`. The one task of xtask's own is `bench`
-//! (criterion over `benches/`). xtask depends on no burn crate, so it builds in seconds.
+//! `cargo xtask train --help` is `lvface train --help`. Its two tasks of its own are `bench`
+//! (criterion over `benches/`) and `gpu-check` (the bundle of the one-shot GPU check). xtask
+//! depends on no burn crate, so it builds in seconds.
 #![allow(clippy::print_stderr)]
 
 use std::ffi::OsString;
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
+
+mod gpu_check;
 
 /// The package and binary xtask builds and runs.
 const PACKAGE: &str = "lvface-train";
@@ -23,6 +26,9 @@ fn main() -> Result<ExitCode> {
     if args.first().is_some_and(|a| a == "bench") {
         return bench(&args[1..]);
     }
+    if args.first().is_some_and(|a| a == "gpu-check") {
+        return gpu_check::run(&gpu_check::parse(&args[1..])?, project_root(), build);
+    }
     let asks_for_help = match args.as_slice() {
         [] => true,
         [only] => only == "-h" || only == "--help",
@@ -32,7 +38,9 @@ fn main() -> Result<ExitCode> {
         eprintln!(
             "cargo xtask COMMAND [ARGS...]: builds `{BINARY}` in release mode (with the cargo \
              feature of its --backend) and runs `{BINARY} COMMAND ARGS...` in this folder.\n\
-             `cargo xtask bench [FILTER]` runs the criterion benchmarks. The commands of \
+             `cargo xtask bench [FILTER]` runs the criterion benchmarks; `cargo xtask gpu-check \
+             --bundle DIR [--dry-run] [--cuda-headers DIR]` prepares the one-shot GPU check \
+             (docs/gpu-check.md). The commands of \
              `{BINARY}`:\n"
         );
         args = vec!["--help".into()];
@@ -46,10 +54,14 @@ fn main() -> Result<ExitCode> {
     Ok(ExitCode::from(status.code().map_or(1, |c| c as u8)))
 }
 
-/// The cargo features for the backend that `args` ask for (`--backend cuda`, `--backend=wgpu`;
-/// the CPU otherwise). A backend the binary does not know is left to the
+/// The cargo features for the backend that `args` ask for (`--backend cuda`, `--backend=wgpu`,
+/// the `cuda-env` command; the CPU otherwise). A backend the binary does not know is left to the
 /// binary to refuse, in the CPU build.
 fn features(args: &[OsString]) -> &'static str {
+    if args.first().is_some_and(|a| a == "cuda-env") {
+        // It reports on the CUDA backend's libraries, so it is in the CUDA build only.
+        return "cuda";
+    }
     let mut backend = None;
     let mut args = args.iter().map(|a| a.to_string_lossy());
     while let Some(arg) = args.next() {
@@ -141,6 +153,7 @@ mod tests {
             ("eval --run runs/a --backend=cuda", "cuda"),
             ("probe --backend cpu", "cpu"),
             ("embed --backend wgpu a.jpg", "wgpu"),
+            ("cuda-env", "cuda"),
             // A value after `--` is not an option of the binary's.
             ("verify a.jpg -- --backend cuda", "cpu"),
             // A name the binary refuses is refused by the CPU build.

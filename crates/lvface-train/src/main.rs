@@ -18,6 +18,27 @@ use clap::{Parser, Subcommand};
 use lvface_train::{create_run, fresh_run_dir, with_autodiff, Experiment, RunSummary, TrainConfig};
 use lvface_vit::VitConfig;
 
+/// `vit.compute_dtype` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DType {
+    /// f32 throughout.
+    F32,
+    /// bfloat16 products.
+    Bf16,
+    /// IEEE half products.
+    F16,
+}
+
+impl From<DType> for lvface_vit::ComputeDType {
+    fn from(dtype: DType) -> Self {
+        match dtype {
+            DType::F32 => Self::F32,
+            DType::Bf16 => Self::Bf16,
+            DType::F16 => Self::F16,
+        }
+    }
+}
+
 /// Face-recognition training with LVFace: a plain ViT and a curriculum of face losses.
 #[derive(Parser)]
 #[command(name = "lvface", version)]
@@ -86,7 +107,13 @@ enum Command {
         /// `Autodiff<_, BalancedCheckpointing>`, false on plain `Autodiff` (with --train-step).
         #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set, requires = "train_step")]
         grad_checkpoint: Option<bool>,
+        /// The model's `compute_dtype`: the type of its matrix products.
+        #[arg(long, value_enum, default_value_t = DType::F32)]
+        compute_dtype: DType,
     },
+    /// The vit-parity fixture (insightface's ViT computed in PyTorch) on a backend: prints the
+    /// largest difference of the embeddings from PyTorch's and exits with 1 above the tolerance.
+    Parity(probe::ParityArgs),
     /// Evaluate a run's latest checkpoint, a weights file, or embeddings computed elsewhere on
     /// .bin pair sets (and a model on IJB-B/C folders): one line per set on stdout,
     /// report.json, report.md and ROC plots.
@@ -123,6 +150,7 @@ impl Command {
                 backend, devices, ..
             } => Some((*backend, *devices as usize)),
             Command::Probe { backend, .. } => Some((*backend, 1)),
+            Command::Parity(args) => Some((args.backend, 1)),
             Command::Eval(args) => Some((args.backend, 1)),
             Command::Embed(args) => Some((args.backend, 1)),
             Command::Verify(args) => Some((args.backend, 1)),
@@ -234,12 +262,13 @@ fn main() -> Result<()> {
             warmup,
             steps,
             grad_checkpoint,
+            compute_dtype,
         } => {
-            backend::ensure_compiled(backend)?;
             let mut config = VitConfig::preset(&model)?;
             if let Some(on) = grad_checkpoint {
                 config.grad_checkpoint = on;
             }
+            config.compute_dtype = compute_dtype.into();
             if train_step {
                 probe_train_step(&model, &config, batch, classes, warmup, steps, backend)?;
                 return Ok(());
@@ -253,6 +282,12 @@ fn main() -> Result<()> {
                 report.embedding_dim,
                 report.images_per_s
             );
+        }
+        Command::Parity(args) => {
+            if !probe::parity(&args)? {
+                std::io::stdout().flush()?;
+                std::process::exit(1);
+            }
         }
         Command::Eval(args) => eval::run(args)?,
         Command::Export(args) => deploy::export(args)?,

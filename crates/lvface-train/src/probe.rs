@@ -1,14 +1,18 @@
 //! `probe`: build a backbone, embed random batches, report its size and speed; or time the
 //! optimizer step of a run (`--train-step`).
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Distribution;
 use lvface_train::{StepTiming, TrainConfig};
 use lvface_vit::VitConfig;
+
+use crate::backend::{on_backend, BackendKind};
+use crate::DType;
 
 /// What `probe` measured.
 pub struct ProbeReport {
@@ -64,4 +68,90 @@ pub fn probe_train_step<B: AutodiffBackend>(
     train.vit = config.clone();
     train.data.batch_size = batch;
     lvface_train::time_train_steps::<B>(&train, classes, warmup, steps, device)
+}
+
+/// `lvface parity`: the vit-parity fixture on a backend.
+#[derive(clap::Args)]
+pub struct ParityArgs {
+    /// The fixture folder: `weights.safetensors` (insightface names) and `io.safetensors`
+    /// (`input` `[3, 3, 112, 112]`, PyTorch's `output` `[3, 512]`).
+    #[arg(long, default_value = "crates/lvface-vit/tests/fixtures/vit-parity")]
+    pub fixture: PathBuf,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// The model's `compute_dtype`.
+    #[arg(long, value_enum, default_value_t = DType::F32)]
+    pub compute_dtype: DType,
+    /// The relative L2 error accepted. Default: 1e-4 in f32 (5e-3 on cuda, whose f32 matmuls
+    /// run as TF32 with a 10-bit mantissa), 1e-2 in bf16, 5e-3 in f16. Measured: f32 5.4e-7 on
+    /// cpu, 1.5e-6 on wgpu (lavapipe); bf16 4.1e-3 on cpu; f16 7.5e-4 on cpu, 2.0e-3 on lavapipe.
+    #[arg(long)]
+    pub tolerance: Option<f64>,
+}
+
+/// Runs the fixture and prints one line; returns whether the error is within the tolerance.
+pub fn parity(args: &ParityArgs) -> Result<bool> {
+    let tolerance = args
+        .tolerance
+        .unwrap_or(match (args.compute_dtype, args.backend) {
+            (DType::F32, BackendKind::Cuda) => 5e-3,
+            (DType::F32, _) => 1e-4,
+            (DType::Bf16, _) => 1e-2,
+            (DType::F16, _) => 5e-3,
+        });
+    // The fixture's `vit_micro` (its README): width 64, depth 2, 8 heads, 512-d, eval mode.
+    let config = VitConfig {
+        embed_dim: 64,
+        depth: 2,
+        drop_path_rate: 0.0,
+        mask_ratio: 0.0,
+        grad_checkpoint: false,
+        compute_dtype: args.compute_dtype.into(),
+        ..VitConfig::vit_t()
+    };
+    let (max_abs, relative) = on_backend!(args.backend, |on| {
+        parity_errors::<on::Backend>(&config, &args.fixture, &on::device(0)?)?
+    });
+    let pass = relative <= tolerance;
+    println!(
+        "parity backend={:?} compute_dtype={:?} max_abs_diff={max_abs:.3e} relative_l2={relative:.3e} \
+         tolerance={tolerance:.1e} {}",
+        args.backend,
+        args.compute_dtype,
+        if pass { "pass" } else { "FAIL" }
+    );
+    Ok(pass)
+}
+
+/// The largest absolute difference and the relative L2 error of `config`'s embeddings of the
+/// fixture's input from PyTorch's.
+fn parity_errors<B: Backend>(
+    config: &VitConfig,
+    fixture: &Path,
+    device: &B::Device,
+) -> Result<(f64, f64)> {
+    config.check_device::<B>(device)?;
+    let weights = fixture.join("weights.safetensors");
+    let model = config
+        .init::<B>(device)
+        .load_weights(&weights)
+        .with_context(|| format!("loading {}", weights.display()))?;
+    let io = fixture.join("io.safetensors");
+    let read = |name: &str| -> Result<TensorData> {
+        let mut store = burn_store::SafetensorsStore::from_file(&io);
+        let snapshot = burn_store::ModuleStore::get_snapshot(&mut store, name)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", io.display()))?
+            .with_context(|| format!("{} has no tensor `{name}`", io.display()))?;
+        snapshot
+            .to_data()
+            .map_err(|e| anyhow::anyhow!("reading `{name}` of {}: {e:?}", io.display()))
+    };
+    let output = model.forward(Tensor::<B, 4>::from_data(read("input")?, device));
+    let expected = Tensor::<B, 2>::from_data(read("output")?, device);
+    let diff = output - expected.clone();
+    let max_abs: f32 = diff.clone().abs().max().into_scalar().elem();
+    let error: f32 = diff.powi_scalar(2).sum().sqrt().into_scalar().elem();
+    let norm: f32 = expected.powi_scalar(2).sum().sqrt().into_scalar().elem();
+    Ok((f64::from(max_abs), f64::from(error / norm)))
 }

@@ -45,10 +45,16 @@ pub fn this_machine() -> cuda_env::Findings {
     let python = std::env::var("LVFACE_PYTHON").unwrap_or_else(|_| "python3".to_string());
     cuda_env::find(&Machine {
         can_load: &can_open,
-        cuda_path: std::env::var_os("CUDA_PATH").map(Into::into),
+        cuda_path: cuda_path_set().map(Into::into),
         nvidia_dirs: cuda_env::pip_nvidia_dirs(&python),
         system_cuda: vec!["/usr/local/cuda".into(), "/opt/cuda".into()],
     })
+}
+
+/// `CUDA_PATH` when it is set to something (an empty value counts as unset, as a shell's
+/// `CUDA_PATH=` means).
+fn cuda_path_set() -> Option<std::ffi::OsString> {
+    std::env::var_os("CUDA_PATH").filter(|v| !v.is_empty())
 }
 
 /// Makes what the CUDA backend loads findable, starting this process again when the
@@ -60,12 +66,8 @@ pub fn prepare(need_nccl: bool) -> Result<()> {
         return Ok(());
     }
     let findings = this_machine();
-    let plan = cuda_env::plan(
-        &findings,
-        std::env::var_os("CUDA_PATH").is_some(),
-        need_nccl,
-    )
-    .map_err(|problems| anyhow::anyhow!("the cuda backend cannot start:\n{problems}"))?;
+    let plan = cuda_env::plan(&findings, cuda_path_set().is_some(), need_nccl)
+        .map_err(|problems| anyhow::anyhow!("the cuda backend cannot start:\n{problems}"))?;
     if plan.is_empty() {
         return Ok(());
     }
