@@ -100,15 +100,9 @@ pub fn parity(args: &ParityArgs) -> Result<bool> {
             (DType::Bf16, _) => 1e-2,
             (DType::F16, _) => 5e-3,
         });
-    // The fixture's `vit_micro` (its README): width 64, depth 2, 8 heads, 512-d, eval mode.
     let config = VitConfig {
-        embed_dim: 64,
-        depth: 2,
-        drop_path_rate: 0.0,
-        mask_ratio: 0.0,
-        grad_checkpoint: false,
         compute_dtype: args.compute_dtype.into(),
-        ..VitConfig::vit_t()
+        ..VitConfig::vit_micro()
     };
     let (max_abs, relative) = on_backend!(args.backend, |on| {
         parity_errors::<on::Backend>(&config, &args.fixture, &on::device(0)?)?

@@ -48,14 +48,7 @@ fn fixture_tensor<const D: usize>(
 #[test]
 fn vit_parity_fixture_holds_on_wgpu() {
     let device = Default::default();
-    let config = VitConfig {
-        embed_dim: 64,
-        depth: 2,
-        drop_path_rate: 0.0,
-        mask_ratio: 0.0,
-        grad_checkpoint: false,
-        ..VitConfig::vit_t()
-    };
+    let config = VitConfig::vit_micro();
     for weights in ["weights.safetensors", "weights.pt"] {
         let model = config
             .init::<Wgpu>(&device)

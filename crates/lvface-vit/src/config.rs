@@ -80,6 +80,13 @@ impl VitConfig {
         Self::insightface(256, 12, 0.1, 0.1)
     }
 
+    /// `vit_micro`: width 64, depth 2, 8 heads, no drop path or masking, the 512-d head. Not a
+    /// preset of insightface's: the model of the vit-parity fixture (`vit_micro` of
+    /// `benches/reference/vit_torch.py`), small enough for tests and parity checks.
+    pub fn vit_micro() -> Self {
+        Self::insightface(64, 2, 0.0, 0.0)
+    }
+
     /// `vit_t_dp005_mask0`, insightface's WebFace42M variant of `vit_t`.
     pub fn vit_t_dp005_mask0() -> Self {
         Self::insightface(256, 12, 0.05, 0.0)

@@ -34,6 +34,20 @@ fn fake_binary(dir: &Path) -> PathBuf {
     path
 }
 
+/// `run.sh --dry-run` in `bundle` with a time budget of `budget` seconds: its results.json.
+fn dry_run(bundle: &Path, budget: &str) -> serde_json::Value {
+    let status = Command::new("bash")
+        .arg(bundle.join("run.sh"))
+        .arg("--dry-run")
+        .env("BUDGET", budget)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    serde_json::from_str(&std::fs::read_to_string(bundle.join("results/results.json")).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn the_command_line_is_parsed_and_wrong_ones_refused() {
     let args: Vec<OsString> = ["--bundle", "b", "--dry-run", "--cuda-headers", "h"]
@@ -93,17 +107,7 @@ fn the_dry_run_writes_every_step_into_results_json() {
     ] {
         assert!(bundle.join(file).is_file(), "{file} is missing");
     }
-    let status = Command::new("bash")
-        .arg(bundle.join("run.sh"))
-        .arg("--dry-run")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(bundle.join("results/results.json")).unwrap(),
-    )
-    .unwrap();
+    let results = dry_run(&bundle, "480");
     assert_eq!(results["dry_run"], true);
     let steps: Vec<&str> = results["steps"]
         .as_array()
@@ -144,18 +148,7 @@ fn the_dry_run_writes_every_step_into_results_json() {
     assert_eq!(results["passed"], false);
 
     // With the time budget spent, every step is skipped and recorded as such.
-    let status = Command::new("bash")
-        .arg(bundle.join("run.sh"))
-        .arg("--dry-run")
-        .env("BUDGET", "0")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(bundle.join("results/results.json")).unwrap(),
-    )
-    .unwrap();
+    let results = dry_run(&bundle, "0");
     let skipped = results["steps"]
         .as_array()
         .unwrap()

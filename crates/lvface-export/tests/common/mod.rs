@@ -20,14 +20,7 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// `vit_micro` of the fixture: width 64, depth 2, 8 heads, 512-d output.
 pub fn micro_config() -> VitConfig {
-    VitConfig {
-        embed_dim: 64,
-        depth: 2,
-        drop_path_rate: 0.0,
-        mask_ratio: 0.0,
-        grad_checkpoint: false,
-        ..VitConfig::vit_t()
-    }
+    VitConfig::vit_micro()
 }
 
 /// Reads one tensor of a fixture safetensors file.
