@@ -299,9 +299,14 @@ fn main() -> Result<()> {
             backend::ensure_compiled(BackendKind::Cuda)?;
             #[cfg(feature = "cuda")]
             {
-                let (lines, ready) = backend::cuda_env::describe(&backend::cuda::this_machine());
+                let findings = backend::cuda::this_machine();
+                let (lines, ready) = backend::cuda_env::describe(&findings);
                 for line in lines {
                     println!("{line}");
+                }
+                let versions = backend::cuda::versions(&findings);
+                if !versions.is_empty() {
+                    println!("versions {}", versions.join(", "));
                 }
                 if !ready {
                     std::io::stdout().flush()?;

@@ -126,3 +126,52 @@ fn link(at: &std::path::Path, target: &std::path::Path) -> Result<()> {
         .and_then(|()| std::fs::rename(&staging, at))
         .with_context(|| format!("linking {} to {}", at.display(), target.display()))
 }
+
+/// The versions the driver, NVRTC and NCCL found in `findings` report of themselves, as
+/// `name version` pairs (`nccl 2.30.7`); a library that is missing or cannot say is left out.
+pub fn versions(findings: &cuda_env::Findings) -> Vec<String> {
+    use std::os::raw::c_int;
+    type OneInt = unsafe extern "C" fn(*mut c_int) -> c_int;
+    type TwoInts = unsafe extern "C" fn(*mut c_int, *mut c_int) -> c_int;
+
+    fn file(library: &cuda_env::Library) -> Option<std::ffi::OsString> {
+        match library {
+            cuda_env::Library::Loadable(name) => Some(name.into()),
+            cuda_env::Library::InFolder { dir, file, .. } => Some(dir.join(file).into()),
+            cuda_env::Library::Missing(_) => None,
+        }
+    }
+    // Each call is the library's documented version query, which needs no device and no
+    // initialisation; libloading checks that the symbol exists, and its type is the C one.
+    #[allow(unsafe_code)]
+    let one = |library: &cuda_env::Library, symbol: &[u8]| -> Option<c_int> {
+        let lib = unsafe { libloading::Library::new(file(library)?) }.ok()?;
+        let query = unsafe { lib.get::<OneInt>(symbol) }.ok()?;
+        let mut value: c_int = 0;
+        (unsafe { query(&mut value) } == 0).then_some(value)
+    };
+    #[allow(unsafe_code)]
+    let two = |library: &cuda_env::Library, symbol: &[u8]| -> Option<(c_int, c_int)> {
+        let lib = unsafe { libloading::Library::new(file(library)?) }.ok()?;
+        let query = unsafe { lib.get::<TwoInts>(symbol) }.ok()?;
+        let (mut major, mut minor): (c_int, c_int) = (0, 0);
+        (unsafe { query(&mut major, &mut minor) } == 0).then_some((major, minor))
+    };
+    let mut found = Vec::new();
+    if let Some(v) = one(&findings.driver, b"cuDriverGetVersion") {
+        found.push(format!("driver (CUDA) {}.{}", v / 1000, v % 1000 / 10));
+    }
+    if let Some((major, minor)) = two(&findings.nvrtc, b"nvrtcVersion") {
+        found.push(format!("nvrtc {major}.{minor}"));
+    }
+    if let Some(v) = one(&findings.nccl, b"ncclGetVersion") {
+        // NCCL 2.9 and later: major·10000 + minor·100 + patch.
+        found.push(format!(
+            "nccl {}.{}.{}",
+            v / 10000,
+            v % 10000 / 100,
+            v % 100
+        ));
+    }
+    found
+}
