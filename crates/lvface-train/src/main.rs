@@ -6,6 +6,7 @@ mod backend;
 mod data;
 mod deploy;
 mod eval;
+mod memory;
 mod probe;
 mod rehearse;
 
@@ -160,6 +161,7 @@ impl Command {
 }
 
 fn main() -> Result<()> {
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     if let Some((kind, _gpus)) = cli.command.backend() {
         backend::ensure_compiled(kind)?;
