@@ -56,8 +56,8 @@ pub fn ensure_compiled(kind: BackendKind) -> Result<()> {
 /// (`$on::Backend`, `$on::device`, `$on::rank_devices`).
 ///
 /// A macro rather than a function because the body is generic code instantiated once per
-/// compiled backend; the caller has run [`ensure_compiled`], so the arm of a backend this
-/// binary lacks is unreachable.
+/// compiled backend; `main` has run [`ensure_compiled`] for the command, so the arm of a
+/// backend this binary lacks is unreachable.
 ///
 /// ```ignore
 /// let report = on_backend!(kind, |on| probe::probe::<on::Backend>(&config, &on::device(0)?)?);

@@ -328,7 +328,6 @@ fn embed_paths(
     options: &EmbedOptions,
     kind: BackendKind,
 ) -> Result<(Vec<f32>, usize)> {
-    backend::ensure_compiled(kind)?;
     let size = backbone.config.image_size as u32;
     let mut images = Vec::with_capacity(paths.len());
     for path in paths {

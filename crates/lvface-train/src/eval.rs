@@ -61,7 +61,14 @@ pub struct Args {
     out: Option<PathBuf>,
     /// Where to embed.
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu, conflicts_with = "embeddings")]
-    pub backend: BackendKind,
+    backend: BackendKind,
+}
+
+impl Args {
+    /// The backend the backbone runs on; none when the embeddings were computed elsewhere.
+    pub fn backend(&self) -> Option<BackendKind> {
+        self.embeddings.is_none().then_some(self.backend)
+    }
 }
 
 /// Runs `eval`.
@@ -91,7 +98,6 @@ pub fn run(args: Args) -> Result<()> {
 
 /// Embeds and evaluates every set with the backbone of `--run` or `--weights`.
 fn evaluate_model(args: &Args) -> Result<(String, Vec<PairSetResult>)> {
-    backend::ensure_compiled(args.backend)?;
     let source = match (&args.run, &args.weights, &args.model) {
         (Some(dir), _, _) => ModelSource::Run(dir.clone()),
         (None, Some(path), Some(preset)) => ModelSource::Weights {

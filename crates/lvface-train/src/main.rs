@@ -69,9 +69,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
         backend: BackendKind,
         /// Ranks in this process: the backbone data parallel, the classifier sharded. On cuda
-        /// and wgpu, rank r runs on GPU r; on cpu, all ranks share the CPU. Under a torchrun-style launch
-        /// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) each process is one rank instead, on
-        /// GPU LOCAL_RANK.
+        /// and wgpu, rank r runs on GPU r; on cpu, all ranks share the CPU. Under a
+        /// torchrun-style launch (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) each process
+        /// is one rank instead, on GPU LOCAL_RANK.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         devices: u64,
     },
@@ -144,7 +144,8 @@ enum Command {
 }
 
 impl Command {
-    /// The backend this command runs on and the GPUs of this process it uses at once.
+    /// The backend this command runs on and the GPUs of this process it uses at once; main checks
+    /// it was compiled in (and prepares CUDA's libraries) before any command starts.
     fn backend(&self) -> Option<(BackendKind, usize)> {
         match self {
             Command::Train {
@@ -152,7 +153,7 @@ impl Command {
             } => Some((*backend, *devices as usize)),
             Command::Probe { backend, .. } => Some((*backend, 1)),
             Command::Parity(args) => Some((args.backend, 1)),
-            Command::Eval(args) => Some((args.backend, 1)),
+            Command::Eval(args) => args.backend().map(|kind| (kind, 1)),
             Command::Embed(args) => Some((args.backend, 1)),
             Command::Verify(args) => Some((args.backend, 1)),
             _ => None,
@@ -180,7 +181,6 @@ fn main() -> Result<()> {
             backend,
             devices,
         } => {
-            backend::ensure_compiled(backend)?;
             lvface_train::stop_on_signals()
                 .context("cannot install the SIGTERM and SIGINT handlers")?;
             let launch = lvface_pfc::Launch::from_env()?;

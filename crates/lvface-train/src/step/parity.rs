@@ -3,8 +3,9 @@
 //! same backbone weights, centres and micro-batches, every class sampled, the step (forward,
 //! ArcFace margin, cross-entropy, backward, the micro-batches' gradients summed, clip at 5,
 //! AdamW over backbone and centres) ends in the same parameters and BatchNorm statistics within
-//! 1e-4, for one and for two micro-batches; on Flex, and with the `wgpu` feature on burn's wgpu
-//! backend (cubecl's kernels and autodiff over them) within the same bound.
+//! 1e-4 and the same loss within 1e-5 relative, for one and for two micro-batches; on Flex, and
+//! with the `wgpu` feature on burn's wgpu backend (cubecl's kernels and autodiff over them)
+//! within the same bounds.
 
 #![allow(clippy::print_stderr)] // The measured differences are printed for the record.
 
@@ -30,8 +31,9 @@ const CLASSES: usize = 12;
 /// Parameters and statistics agree within 1e-4 absolute (AdamW's first step moves a weight by
 /// up to `lr` = 1e-3).
 const TOL: f32 = 1e-4;
-/// The loss (about 35 at s = 64) within this relative bound: 1e-7 measured on Flex, 4.8e-6 on
-/// lavapipe, whose Vulkan `exp` and `log` may be a few ulp off (Vulkan allows 3 + 2|x| ulp).
+/// The loss (about 35 at s = 64) within this relative bound: 1.1e-7 measured on Flex, up to
+/// 6.7e-6 on lavapipe, whose Vulkan `exp` and `log` may be a few ulp off (Vulkan allows
+/// 3 + 2|x| ulp).
 const LOSS_REL_TOL: f64 = 1e-5;
 
 fn fixture(file: &str) -> PathBuf {
