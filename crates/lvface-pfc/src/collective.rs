@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::prelude::*;
 
-use crate::error::Result;
+use crate::error::{PfcError, Result};
 
 /// Counts of what went through the all-reduce primitive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -122,6 +122,36 @@ pub trait Collective<B: Backend> {
         }
         Ok(())
     }
+}
+
+/// The root's `bytes` on every rank (a NCCL unique id, for one): every rank passes a slice of
+/// the same length; only the root's values matter. The bytes travel as f32 values in `0..=255`,
+/// which an all-reduce sum with zeros carries exactly.
+pub fn broadcast_bytes<B: Backend, C: Collective<B>>(
+    comm: &C,
+    bytes: &[u8],
+    root: usize,
+    device: &B::Device,
+) -> Result<Vec<u8>> {
+    let values: Vec<f32> = bytes.iter().map(|&b| f32::from(b)).collect();
+    let tensor = Tensor::<B, 1>::from_data(TensorData::new(values, [bytes.len()]), device);
+    let shared = comm.broadcast(tensor, root)?.into_data().convert::<f32>();
+    let shared = shared.as_slice::<f32>().map_err(|e| PfcError::Collective {
+        op: "broadcast",
+        rank: comm.rank(),
+        reason: format!("{e:?}"),
+    })?;
+    shared
+        .iter()
+        .map(|&v| match v {
+            v if (0.0..=255.0).contains(&v) && v.fract() == 0.0 => Ok(v as u8),
+            v => Err(PfcError::Collective {
+                op: "broadcast",
+                rank: comm.rank(),
+                reason: format!("a broadcast byte arrived as {v}: the ranks passed different lengths or out of step"),
+            }),
+        })
+        .collect()
 }
 
 /// The single-rank collective: every operation returns its input.

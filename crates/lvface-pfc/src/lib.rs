@@ -60,13 +60,13 @@ mod shard;
 mod tcp_ring;
 
 pub use burn_collective::{BurnCollective, Launch};
-pub use collective::{Collective, Solo, Traffic, TrafficCounter};
+pub use collective::{broadcast_bytes, Collective, Solo, Traffic, TrafficCounter};
 pub use data_parallel::all_reduce_gradients;
 pub use error::{PfcError, Result};
 pub use partial_fc::{
     PartialFc, PartialFcConfig, ShardLoss, ShardSoftmax, ShardStep, CONSTANT_SHIFT_LIMIT,
     MAX_CLASSES,
 };
-pub use peers::run_local_peers;
+pub use peers::{run_local_peers, run_peers};
 pub use run_token::{RunToken, MIN_TOKEN_BYTES};
 pub use shard::ClassShard;

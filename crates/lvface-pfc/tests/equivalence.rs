@@ -10,7 +10,7 @@ use lvface_loss::{
     StableStageConfig,
 };
 use lvface_pfc::{
-    run_local_peers,
+    broadcast_bytes, run_local_peers,
     scaling::{step_traffic, StepShape},
     ClassShard, Collective, PartialFcConfig, PfcError, ShardLoss, ShardSoftmax,
 };
@@ -491,5 +491,27 @@ fn scales_above_the_constant_shift_limit_subtract_the_all_reduced_maximum() {
         let got_w: Vec<f32> = outs.iter().flat_map(|o| o.2.clone()).collect();
         assert_close(&format!("{what}: embedding gradient"), &got_x, &want_x, TOL);
         assert_close(&format!("{what}: centre gradient"), &got_w, &want_w, TOL);
+    }
+}
+
+#[test]
+fn broadcast_bytes_carries_the_roots_bytes_exactly_from_any_root() {
+    // What carries a NCCL unique id to the other ranks: every byte value, from every root.
+    let id: Vec<u8> = (0..=255u8).rev().collect();
+    for world in 1..=3 {
+        for root in 0..world {
+            let got = run_local_peers::<Inner, _, _>(world, &[Default::default()], |comm| {
+                let mine = if comm.rank() == root {
+                    id.clone()
+                } else {
+                    vec![7; id.len()]
+                };
+                broadcast_bytes::<Inner, _>(&comm, &mine, root, &Default::default()).unwrap()
+            })
+            .unwrap();
+            for (rank, bytes) in got.iter().enumerate() {
+                assert_eq!(bytes, &id, "world {world}, root {root}: rank {rank}");
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use burn::prelude::*;
 use common::{assert_close, labels, matrix, rank_rows, to_vec, Inner, B};
 use lvface_loss::CombinedMarginConfig;
-use lvface_pfc::{BurnCollective, Collective, Launch, PartialFcConfig, ShardLoss};
+use lvface_pfc::{broadcast_bytes, BurnCollective, Collective, Launch, PartialFcConfig, ShardLoss};
 
 const DIM: usize = 8;
 const BATCH: usize = 3;
@@ -27,6 +27,14 @@ struct RankResult {
     loss: f32,
     embedding_grad: Vec<f32>,
     centre_grad: Vec<f32>,
+    /// What arrived from rank 0's [`root_id`] through [`broadcast_bytes`].
+    shared_id: Vec<u8>,
+}
+
+/// 128 bytes, as large as a NCCL unique id, every value from 0 to 255 among them: rank 0's in
+/// the test of the exchange that carries NCCL's id over the TCP ring.
+fn root_id() -> Vec<u8> {
+    (0..128u32).map(|i| (i * 255 / 127) as u8).collect()
 }
 
 fn encode(values: &[f32]) -> String {
@@ -75,11 +83,18 @@ fn worker_process() {
             &comm,
         )
         .unwrap();
+    // The other ranks pass zeros: only the root's bytes may arrive.
+    let mine = if rank == 0 { root_id() } else { vec![0; 128] };
+    let shared_id = broadcast_bytes::<Inner, _>(&comm, &mine, 0, &Default::default()).unwrap();
     let line = format!(
-        "RESULT {} {} {}",
+        "RESULT {} {} {} {}",
         encode(&[step.loss]),
         encode(&to_vec(step.embedding_grad)),
-        encode(&to_vec(step.centre_grad))
+        encode(&to_vec(step.centre_grad)),
+        shared_id
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     );
     // The line is the worker's answer to the parent test, read from its stdout.
     #[allow(clippy::print_stdout)]
@@ -167,6 +182,9 @@ fn collect(mut children: Vec<Child>) -> Result<Vec<RankResult>, String> {
                 loss: decode(parts[0])[0],
                 embedding_grad: decode(parts[1]),
                 centre_grad: decode(parts[2]),
+                shared_id: (0..parts[3].len() / 2)
+                    .map(|i| u8::from_str_radix(&parts[3][2 * i..2 * i + 2], 16).unwrap())
+                    .collect(),
             })
         })
         .collect()
@@ -211,6 +229,13 @@ fn two_three_and_four_processes_equal_one_device() {
             .flat_map(|r| r.embedding_grad.clone())
             .collect();
         let got_w: Vec<f32> = results.iter().flat_map(|r| r.centre_grad.clone()).collect();
+        for (rank, r) in results.iter().enumerate() {
+            assert_eq!(
+                r.shared_id,
+                root_id(),
+                "{world} processes: rank {rank}'s copy of the id"
+            );
+        }
         for r in &results {
             assert_close(
                 &format!("{world} processes: loss"),

@@ -8,7 +8,9 @@
 //! - `device(index)`: the device of GPU `index` (a launched run's `LOCAL_RANK`), checked to be
 //!   there, with an error that says what is missing instead of a panic in a device thread;
 //! - `rank_devices(ranks)`: the devices of `--devices ranks` in-process ranks, one per rank or
-//!   one shared by all.
+//!   one shared by all;
+//! - `train_local` and `train_launched`: lvface-train's, with the ranks' transport of this
+//!   backend: NCCL on CUDA, burn-collective and the TCP ring elsewhere.
 
 use anyhow::Result;
 
@@ -53,7 +55,7 @@ pub fn ensure_compiled(kind: BackendKind) -> Result<()> {
 }
 
 /// Evaluates `$body` with `$on` bound to the module of the backend `$kind` names
-/// (`$on::Backend`, `$on::device`, `$on::rank_devices`).
+/// (`$on::Backend`, `$on::device`, `$on::rank_devices`, `$on::train_local`, ...).
 ///
 /// A macro rather than a function because the body is generic code instantiated once per
 /// compiled backend; `main` has run [`ensure_compiled`] for the command, so the arm of a
@@ -104,6 +106,8 @@ pub mod cpu {
     pub fn rank_devices(_ranks: usize) -> Result<Vec<burn::backend::flex::FlexDevice>> {
         Ok(vec![Default::default()])
     }
+
+    pub use lvface_train::{train_launched, train_local};
 }
 
 #[cfg(feature = "cuda")]

@@ -75,5 +75,7 @@ pub use seeds::step_seed;
 pub use source::{check_training_source, open_training_source};
 pub use stop::{stop_on_signals, stop_requested, STOPPED_EXIT_CODE};
 pub use throughput::{time_train_steps, StepTiming};
-pub use train::{create_run, train, train_launched, train_local};
+pub use train::{
+    create_run, train, train_launched, train_launched_with, train_local, train_local_with,
+};
 pub use verify::{embed_pairs, pixel_baseline, verification, PairEmbeddings};

@@ -134,7 +134,12 @@ enum Command {
     /// What the cuda backend loads at run time and where it was found: the NVIDIA driver,
     /// NVRTC, the CUDA headers NVRTC compiles against, NCCL; exits with 1 when something it
     /// needs is missing. `--backend cuda` sets these up itself before it starts.
-    CudaEnv,
+    CudaEnv {
+        /// Then all-reduce this many f32 values through a one-rank NCCL communicator on GPU 0
+        /// (what the ranks of a multi-GPU run go through) and check the sum.
+        #[arg(long, value_name = "ELEMENTS")]
+        all_reduce: Option<usize>,
+    },
     /// Data tools: inspect a RecordIO set or .bin file, pack an image folder into RecordIO,
     /// render synthetic identities.
     Data {
@@ -168,8 +173,12 @@ fn main() -> Result<()> {
         backend::ensure_compiled(kind)?;
         #[cfg(feature = "cuda")]
         if kind == BackendKind::Cuda {
-            // Several GPUs of one process exchange tensors through NCCL (burn's `to_device`).
-            backend::cuda::prepare(_gpus > 1)?;
+            // Ranks on several GPUs, threads or processes, all-reduce through NCCL.
+            let launched_world = lvface_pfc::Launch::from_env()
+                .ok()
+                .flatten()
+                .map_or(1, |launch| launch.world_size);
+            backend::cuda::prepare(_gpus > 1 || launched_world > 1)?;
         }
     }
     match cli.command {
@@ -232,18 +241,14 @@ fn main() -> Result<()> {
             }
             let summary = backend::on_backend!(backend, |on| {
                 with_autodiff!(on::Backend, grad_checkpoint, |B| match &launch {
-                    Some(launch) => lvface_train::train_launched::<B>(
+                    Some(launch) => on::train_launched::<B>(
                         &run_dir,
                         new_run.as_ref(),
                         launch,
                         &on::device(launch.local_rank)?,
                     )?,
                     None => {
-                        lvface_train::train_local::<B>(
-                            &run_dir,
-                            &on::rank_devices(devices)?,
-                            devices,
-                        )?
+                        on::train_local::<B>(&run_dir, &on::rank_devices(devices)?, devices)?
                     }
                 })
             });
@@ -297,10 +302,13 @@ fn main() -> Result<()> {
         Command::Embed(args) => deploy::embed(args)?,
         Command::Verify(args) => deploy::verify(args)?,
         Command::Rehearse(args) => rehearse::run(args)?,
-        Command::CudaEnv => {
+        Command::CudaEnv { all_reduce } => {
             backend::ensure_compiled(BackendKind::Cuda)?;
             #[cfg(feature = "cuda")]
             {
+                if all_reduce.is_some() {
+                    backend::cuda::prepare(true)?;
+                }
                 let findings = backend::cuda::this_machine();
                 let (lines, ready) = backend::cuda_env::describe(&findings);
                 for line in lines {
@@ -314,7 +322,12 @@ fn main() -> Result<()> {
                     std::io::stdout().flush()?;
                     std::process::exit(1);
                 }
+                if let Some(elements) = all_reduce {
+                    println!("{}", backend::cuda::one_rank_all_reduce(elements)?);
+                }
             }
+            #[cfg(not(feature = "cuda"))]
+            let _ = all_reduce;
         }
         Command::Data { command } => data::run(command)?,
     }

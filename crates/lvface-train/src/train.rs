@@ -11,7 +11,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use lvface_data::Batch;
-use lvface_pfc::{run_local_peers, BurnCollective, ClassShard, Collective, Launch, Solo};
+use lvface_pfc::{run_peers, BurnCollective, ClassShard, Collective, Launch, Solo};
 use lvface_vit::Vit;
 
 use crate::checkpoint::{self, TrainState};
@@ -68,13 +68,30 @@ pub fn train_local<B: AutodiffBackend>(
     devices: &[B::Device],
     world: usize,
 ) -> Result<RunSummary> {
+    train_local_with::<B, _>(run_dir, devices, world, |rank, device| {
+        BurnCollective::<B::InnerBackend>::local(rank, world, device)
+    })
+}
+
+/// [`train_local`] with each rank's collective made by `join(rank, device)` on the rank's
+/// thread (NCCL on CUDA, for one); one rank alone trains without one.
+pub fn train_local_with<B, C>(
+    run_dir: &Path,
+    devices: &[B::Device],
+    world: usize,
+    join: impl Fn(usize, B::Device) -> lvface_pfc::Result<C> + Sync,
+) -> Result<RunSummary>
+where
+    B: AutodiffBackend,
+    C: Collective<B::InnerBackend>,
+{
     if devices.is_empty() || world == 0 {
         bail!("--devices must be at least 1, and a device is needed");
     }
     if world == 1 {
         return train::<B>(run_dir, &devices[0]);
     }
-    let results = run_local_peers::<B::InnerBackend, _, _>(world, devices, |comm| {
+    let results = run_peers(world, devices, join, |comm: C| {
         let device = devices[comm.rank() % devices.len()].clone();
         run_rank::<B, _>(run_dir, &device, &comm)
     })?;
@@ -96,6 +113,23 @@ pub fn train_launched<B: AutodiffBackend>(
     launch: &Launch,
     device: &B::Device,
 ) -> Result<RunSummary> {
+    train_launched_with::<B, _>(run_dir, new, launch, device, Ok)
+}
+
+/// [`train_launched`] with the group's collective replaced by `upgrade(ring)` once the ranks
+/// have met over the TCP ring and agreed on the run folder (NCCL on CUDA, whose id travels over
+/// the ring, for one).
+pub fn train_launched_with<B, C>(
+    run_dir: &Path,
+    new: Option<&TrainConfig>,
+    launch: &Launch,
+    device: &B::Device,
+    upgrade: impl FnOnce(BurnCollective<B::InnerBackend>) -> lvface_pfc::Result<C>,
+) -> Result<RunSummary>
+where
+    B: AutodiffBackend,
+    C: Collective<B::InnerBackend>,
+{
     let created = match new {
         Some(config) if launch.rank == 0 => create_run(config, run_dir),
         _ => Ok(()),
@@ -109,6 +143,7 @@ pub fn train_launched<B: AutodiffBackend>(
     if new.is_some() && launch.rank > 0 {
         wait_for_run(run_dir)?;
     }
+    let comm = upgrade(comm)?;
     run_rank::<B, _>(run_dir, device, &comm)
 }
 

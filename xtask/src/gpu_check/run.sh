@@ -112,8 +112,11 @@ run smoke_bf16 90 ./lvface train --config configs/smoke.toml --backend "$BACKEND
 
 [ "$DRY" = 1 ] || step_pair vit_b
 
-# NCCL: --devices 1 on the cuda backend. (A one-rank communicator all-reduce through cudarc is
-# not built yet; results.json says so.)
+# NCCL: a one-rank communicator all-reduces 256 MiB on the GPU (what ranks on several GPUs, in one
+# process or several, go through; NCCL refuses two ranks on one GPU), then --devices 1.
+NCCL_ELEMENTS=67108864
+[ "$DRY" = 1 ] && NCCL_ELEMENTS=1024
+run nccl_one_rank 45 ./lvface cuda-env --all-reduce "$NCCL_ELEMENTS"
 run devices_1 60 ./lvface train --config configs/smoke.toml --backend "$BACKEND" --devices 1 \
     --out runs/devices-1
 

@@ -26,7 +26,7 @@ fn fake_binary(dir: &Path) -> PathBuf {
         "#!/bin/sh\ncase \"$1\" in\n\
          parity) echo \"parity backend=Cpu max_abs_diff=8.6e-7 relative_l2=5.4e-7 tolerance=1e-4 pass\" ;;\n\
          probe) echo \"bench=vit_t/train_step_pfc batch=2 images_per_s=3.5\" ;;\n\
-         cuda-env) echo \"not ready\"; exit 1 ;;\n\
+         cuda-env) [ \"$2\" = --all-reduce ] && echo \"nccl ranks=1 elements=$3 max_abs_diff=0e0 ms=0.1 gb_per_s=0.1 pass\" && exit 0; echo \"not ready\"; exit 1 ;;\n\
          *) echo \"ran $*\" ;;\n\
          esac\n",
     )
@@ -125,6 +125,7 @@ fn the_dry_run_writes_every_step_into_results_json() {
             "step_vit_t_torch",
             "parity_bf16",
             "smoke_bf16",
+            "nccl_one_rank",
             "devices_1"
         ]
     );
@@ -145,6 +146,7 @@ fn the_dry_run_writes_every_step_into_results_json() {
         step("step_vit_t_lvface")["measured"][0]["images_per_s"],
         3.5
     );
+    assert_eq!(step("nccl_one_rank")["measured"][0]["elements"], 1024.0);
     assert_eq!(results["passed"], false);
 
     // With the time budget spent, every step is skipped and recorded as such.
@@ -155,5 +157,5 @@ fn the_dry_run_writes_every_step_into_results_json() {
         .iter()
         .filter(|s| s["skipped"] == true && s["rc"] == -1)
         .count();
-    assert_eq!(skipped, 8);
+    assert_eq!(skipped, 9);
 }

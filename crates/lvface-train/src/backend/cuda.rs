@@ -3,12 +3,86 @@
 // What the start-up changed in the environment is told on stderr.
 #![allow(clippy::print_stderr)]
 
+use std::path::Path;
+use std::time::Instant;
+
 use anyhow::{bail, Context, Result};
+use burn::backend::cuda::CudaDevice;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use lvface_pfc::{Collective, Launch};
+use lvface_train::{RunSummary, TrainConfig};
 
 use super::cuda_env::{self, Machine, PREPARED_VARIABLE};
 
+mod nccl;
+pub use nccl::{NcclCollective, NcclId};
+
 /// The GPU backend, fp32.
 pub type Backend = burn::backend::Cuda<f32>;
+
+/// [`lvface_train::train_local`] with the ranks, GPU r for rank r, all-reducing on device
+/// memory through NCCL.
+pub fn train_local<B: AutodiffBackend<InnerBackend = Backend, Device = CudaDevice>>(
+    run_dir: &Path,
+    devices: &[CudaDevice],
+    world: usize,
+) -> Result<RunSummary> {
+    if world <= 1 {
+        return lvface_train::train_local::<B>(run_dir, devices, world);
+    }
+    let id = NcclId::new(0)?;
+    lvface_train::train_local_with::<B, _>(run_dir, devices, world, |rank, device| {
+        NcclCollective::join(rank, world, &id, &device)
+    })
+}
+
+/// [`lvface_train::train_launched`] with the ranks all-reducing through NCCL once they have
+/// met over the TCP ring, which carries NCCL's id from rank 0 to the others.
+pub fn train_launched<B: AutodiffBackend<InnerBackend = Backend, Device = CudaDevice>>(
+    run_dir: &Path,
+    new: Option<&TrainConfig>,
+    launch: &Launch,
+    device: &CudaDevice,
+) -> Result<RunSummary> {
+    if launch.world_size <= 1 {
+        return lvface_train::train_launched::<B>(run_dir, new, launch, device);
+    }
+    lvface_train::train_launched_with::<B, _>(run_dir, new, launch, device, |ring| {
+        let id = NcclId::share(&ring, device)?;
+        NcclCollective::join(ring.rank(), ring.world_size(), &id, device)
+    })
+}
+
+/// A one-rank NCCL communicator on GPU 0 all-reduces `elements` f32 values: the result must
+/// equal the input exactly (a sum over one rank). One `nccl ...` line with the time of the
+/// last of five all-reduces and the bandwidth it implies.
+pub fn one_rank_all_reduce(elements: usize) -> Result<String> {
+    let device = device(0)?;
+    let comm = NcclCollective::join(0, 1, &NcclId::new(0)?, &device)?;
+    let values = Tensor::<Backend, 1, Int>::arange(0..elements as i64, &device)
+        .float()
+        .remainder_scalar(1000.0);
+    let mut seconds = 0.0;
+    let mut summed = values.clone();
+    for _ in 0..5 {
+        let start = Instant::now();
+        summed = comm.all_reduce_sum(values.clone())?;
+        seconds = start.elapsed().as_secs_f64();
+    }
+    let diff: f32 = (summed - values).abs().max().into_scalar();
+    let bytes = (elements * 4) as f64;
+    let verdict = if diff == 0.0 { "pass" } else { "FAIL" };
+    let line = format!(
+        "nccl ranks=1 elements={elements} max_abs_diff={diff:e} ms={:.3} gb_per_s={:.1} {verdict}",
+        seconds * 1e3,
+        bytes / seconds / 1e9
+    );
+    if diff != 0.0 {
+        bail!("{line}: a one-rank all-reduce must return its input");
+    }
+    Ok(line)
+}
 
 /// Device `index`, after checking that a driver is there: without one, burn panics in a
 /// device thread on the first tensor operation instead of returning an error.

@@ -12,6 +12,8 @@ use anyhow::{bail, Result};
 use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
 use burn::backend::wgpu::WgpuDevice;
 
+pub use lvface_train::{train_launched, train_local};
+
 /// The GPU backend, fp32 with 32-bit integers (what every wgpu adapter supports).
 pub type Backend = burn::backend::Wgpu<f32, i32>;
 
