@@ -133,6 +133,10 @@ pub(crate) fn first_failure<T>(results: Vec<Result<T>>) -> Result<T> {
 /// An error on every rank when the ranks do not hold the same `module` (processes launched with
 /// different configurations or checkpoints): a fingerprint of its weights, `(Σ w, Σ w²)`, is
 /// gathered and compared.
+///
+/// The sums are taken on the host, in f64, in one order: on the GPU backends a whole-tensor sum
+/// is an atomic add whose order changes from run to run, so two ranks holding the same bits
+/// could print different fingerprints.
 pub(crate) fn check_same_weights<B, M, C>(module: &M, comm: &C) -> Result<()>
 where
     B: AutodiffBackend,
@@ -142,17 +146,30 @@ where
     if comm.world_size() == 1 {
         return Ok(());
     }
-    struct Fingerprint<B: Backend>(Vec<Tensor<B, 1>>);
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Fingerprint<B::InnerBackend> {
+    #[derive(Default)]
+    struct Fingerprint {
+        sum: f64,
+        squares: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Fingerprint {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            let w = param.val().inner().reshape([-1]);
-            self.0
-                .push(Tensor::cat(vec![w.clone().sum(), w.square().sum()], 0));
+            let values = param.val().inner().into_data().convert::<f32>();
+            for &w in values.as_slice::<f32>().expect("converted to f32") {
+                self.sum += f64::from(w);
+                self.squares += f64::from(w) * f64::from(w);
+            }
         }
     }
-    let mut print = Fingerprint::<B::InnerBackend>(Vec::new());
+    // A module without parameters is the same everywhere.
+    let Some(device) = module.devices().first().cloned() else {
+        return Ok(());
+    };
+    let mut print = Fingerprint::default();
     module.visit(&mut print);
-    let mine = Tensor::stack::<2>(print.0, 0).sum_dim(0);
+    let mine = Tensor::<B::InnerBackend, 1>::from_data(
+        TensorData::new(vec![print.sum as f32, print.squares as f32], [2]),
+        &device,
+    );
     let all: Vec<f32> = comm
         .all_gather(mine)?
         .into_data()
@@ -168,4 +185,46 @@ where
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::{Linear, LinearConfig};
+    use lvface_pfc::run_local_peers;
+
+    use super::*;
+
+    type B = Autodiff<Flex>;
+
+    /// A small module whose weights depend on `seed` only.
+    fn module(seed: u64) -> Linear<B> {
+        let device = Default::default();
+        <B as Backend>::seed(&device, seed);
+        LinearConfig::new(16, 8).init::<B>(&device)
+    }
+
+    #[test]
+    fn ranks_with_the_same_weights_pass_and_a_rank_with_others_is_named() {
+        // Made once, before the ranks start: seeding is per device, and the ranks share it.
+        let (same, other) = (module(3), module(4));
+        let results = run_local_peers::<Flex, _, _>(3, &[Default::default()], |comm| {
+            check_same_weights::<B, _, _>(&same, &comm).map_err(|e| e.to_string())
+        })
+        .unwrap();
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+        let results = run_local_peers::<Flex, _, _>(3, &[Default::default()], |comm| {
+            let mine = if comm.rank() == 2 { &other } else { &same };
+            check_same_weights::<B, _, _>(mine, &comm).map_err(|e| e.to_string())
+        })
+        .unwrap();
+        for result in results {
+            let error = result.unwrap_err();
+            assert!(
+                error.starts_with("rank 2 holds other backbone weights than rank 0"),
+                "{error}"
+            );
+        }
+    }
 }
