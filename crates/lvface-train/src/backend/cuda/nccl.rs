@@ -13,8 +13,8 @@
 //!    is drained, so that the buffer exists;
 //! 2. the GPU is waited for (cubecl's streams are private, so NCCL runs on a stream of its own);
 //! 3. NCCL sums in place; this thread polls the stream until the sum is done, and gives up
-//!    after [`WAIT`] with an error that names the rank and says a peer is lost, instead of
-//!    blocking forever as a bare NCCL call does when a peer dies.
+//!    after [`WAIT`] (or `LVFACE_NCCL_TIMEOUT_S`) with an error that names the rank and says a
+//!    peer is lost, instead of blocking forever as a bare NCCL call does when a peer dies.
 // Pointers into cubecl's memory and the calls into NCCL are foreign by nature.
 #![allow(unsafe_code)]
 
@@ -35,9 +35,27 @@ use super::Backend;
 /// The backend under burn's fusion layer, whose tensors own the device memory.
 type Cube = CubeBackend<CudaRuntime, f32, i32, u8>;
 
-/// How long one collective waits for the other ranks before it reports one of them lost:
-/// long enough for a slow rank's checkpoint or evaluation, which the others wait for.
+/// How long one collective waits for the other ranks before it reports one of them lost, by
+/// default: long enough for a slow rank's checkpoint or evaluation, which the others wait for.
 pub const WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// The variable that sets that wait in seconds, for evaluations longer than [`WAIT`].
+pub const WAIT_VARIABLE: &str = "LVFACE_NCCL_TIMEOUT_S";
+
+/// [`WAIT`], or what [`WAIT_VARIABLE`] says.
+fn wait_limit(rank: usize) -> Result<Duration, PfcError> {
+    match std::env::var(WAIT_VARIABLE) {
+        Err(_) => Ok(WAIT),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+            _ => Err(failed_with(
+                "all_reduce",
+                rank,
+                format!("{WAIT_VARIABLE}={text:?}: expected a whole number of seconds above 0"),
+            )),
+        },
+    }
+}
 
 /// NCCL's unique id of a group: made by rank 0, known to every rank before they join.
 #[derive(Clone, Copy)]
@@ -107,6 +125,7 @@ pub struct NcclCollective {
     world: usize,
     comm: Mutex<Comm>,
     stream: Arc<CudaStream>,
+    wait: Duration,
     traffic: TrafficCounter,
 }
 
@@ -136,6 +155,7 @@ impl NcclCollective {
         let stream = context
             .new_stream()
             .map_err(|e| failed_with("cuda stream", rank, format!("{e:?}")))?;
+        let wait = wait_limit(rank)?;
         let mut comm = std::mem::MaybeUninit::uninit();
         let (ranks, me) = (as_c_int(world, rank)?, as_c_int(rank, rank)?);
         // SAFETY: `comm` is written by NCCL before it is read; `id` came from ncclGetUniqueId on
@@ -150,11 +170,12 @@ impl NcclCollective {
             world,
             comm: Mutex::new(Comm(comm)),
             stream,
+            wait,
             traffic: TrafficCounter::default(),
         })
     }
 
-    /// Sums `buffer` over the ranks, in place, and waits (at most [`WAIT`]) until it is done.
+    /// Sums `buffer` over the ranks, in place, and waits (at most `self.wait`) until it is done.
     fn all_reduce_in_place(
         &self,
         buffer: &burn_cubecl::tensor::CubeTensor<CudaRuntime>,
@@ -213,14 +234,14 @@ impl NcclCollective {
             )
             .map_err(|e| failed("ncclAllReduce", rank, &e))?;
         }
-        self.wait(&comm)?;
+        self.wait_for_stream(&comm)?;
         drop(resource);
         Ok(())
     }
 
-    /// Polls the stream until NCCL's work on it is done, NCCL reports an error, or [`WAIT`]
+    /// Polls the stream until NCCL's work on it is done, NCCL reports an error, or `self.wait`
     /// has passed; in the last two cases the communicator is aborted, so that no rank waits on.
-    fn wait(&self, comm: &Comm) -> Result<(), PfcError> {
+    fn wait_for_stream(&self, comm: &Comm) -> Result<(), PfcError> {
         let start = Instant::now();
         loop {
             // SAFETY: the stream belongs to this collective and outlives the call.
@@ -249,14 +270,14 @@ impl NcclCollective {
                     &nccl::NcclError(async_error),
                 ));
             }
-            if start.elapsed() > WAIT {
+            if start.elapsed() > self.wait {
                 return Err(PfcError::Collective {
                     op: "all_reduce",
                     rank: self.rank,
                     reason: format!(
-                        "NCCL did not finish within {} minutes: another rank of the {} is lost \
-                         or out of step; resume the run from its latest checkpoint",
-                        WAIT.as_secs() / 60,
+                        "NCCL did not finish within {} s ({WAIT_VARIABLE}): another rank of the \
+                         {} is lost or out of step; resume the run from its latest checkpoint",
+                        self.wait.as_secs(),
                         self.world
                     ),
                 });
