@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 use common::LEARNING_SIZE;
+use lvface_pfc::{BurnCollective, Collective, Traffic};
 use lvface_train::{
-    create_run, train, train_local, Experiment, RunSummary, TrainConfig, METRICS_FILE,
+    create_run, train, train_local, train_local_with, Experiment, RunSummary, TrainConfig,
+    METRICS_FILE,
 };
 
 type B = Autodiff<Flex>;
@@ -385,4 +387,61 @@ fn on_48_identities_the_run_beats_raw_pixels_by_a_wide_margin_on_one_rank_and_on
             pixels.accuracy
         );
     }
+}
+
+/// A transport of its own: burn-collective's, counting the all-reduces that reach it.
+struct Counted<'a> {
+    inner: BurnCollective<Flex>,
+    calls: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Collective<Flex> for Counted<'_> {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+
+    fn world_size(&self) -> usize {
+        self.inner.world_size()
+    }
+
+    fn all_reduce_sum<const D: usize>(
+        &self,
+        tensor: burn::tensor::Tensor<Flex, D>,
+    ) -> lvface_pfc::Result<burn::tensor::Tensor<Flex, D>> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.all_reduce_sum(tensor)
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.inner.traffic()
+    }
+}
+
+#[test]
+fn a_transport_given_to_train_local_with_carries_the_whole_run() {
+    // What the CUDA ranks' NCCL goes through: the run takes the collective `join` makes on each
+    // rank's thread, and the ranks train as with the default transport, to the bit.
+    let sets = ["data.batch_size=8"];
+    let (_, want) = run_ranks("transport-default", &sets, 2);
+    let config = TrainConfig::load(&smoke(), &sets.map(String::from)).unwrap();
+    let dir = fresh_dir("transport-counted");
+    create_run(&config, &dir).unwrap();
+    let calls = std::sync::atomic::AtomicU64::new(0);
+    let got = train_local_with::<B, _>(&dir, &[Default::default()], 2, |rank, device| {
+        Ok(Counted {
+            inner: BurnCollective::local(rank, 2, device)?,
+            calls: &calls,
+        })
+    })
+    .unwrap();
+    assert!(got.finished);
+    assert_eq!(got.losses, want.losses);
+    // Every step all-reduces (gradients, the loss, the classifier's softmax) on both ranks.
+    let calls = calls.into_inner();
+    eprintln!("the transport carried {calls} all-reduces");
+    assert!(
+        calls > 2 * 24 * 3,
+        "{calls} all-reduces in 24 steps of 2 ranks"
+    );
 }
