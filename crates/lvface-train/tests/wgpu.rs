@@ -27,11 +27,12 @@ type B = Autodiff<Wgpu>;
 /// whose matmuls cubecl runs as TF32 the bound would not hold).
 const PARITY_TOL: f32 = 1e-4;
 
-/// Two runs that compute the same on wgpu (resumed against uninterrupted, launched processes
-/// against in-process ranks) agree in their first loss within this, relative...
+/// Two runs of the same training on wgpu (launched processes against in-process ranks) agree in
+/// the loss of step 1, before any update, within this, relative...
 const SAME_START_REL_TOL: f64 = 1e-5;
 
-/// ...and in every later loss within this. Not to the bit, as on the CPU: cubecl sums a whole
+/// ...and (those, and a resumed run against an uninterrupted one) in every loss within this.
+/// Not to the bit, as on the CPU: cubecl sums a whole
 /// tensor (the loss's mean, the gradient norm) with atomic adds where the adapter has them, in
 /// whatever order its threads arrive, so two runs of the same code differ in the last bits, and
 /// training amplifies that, by jumps where a sample crosses a branch of the margin. Measured on
@@ -231,8 +232,9 @@ fn two_launched_processes_on_wgpu_train_like_two_in_process_ranks() {
     assert_same_run("launched", &launched, &expected.losses);
 }
 
-/// Asserts that `got` repeats `want`'s losses, step for step: the first within
-/// [`SAME_START_REL_TOL`], all within [`SAME_RUN_REL_TOL`].
+/// Asserts that `got` repeats `want`'s losses, step for step: step 1's within
+/// [`SAME_START_REL_TOL`] (a resumed run's first step comes after updates whose last bits
+/// differed, so only the wider bound holds there), all within [`SAME_RUN_REL_TOL`].
 fn assert_same_run(label: &str, got: &[(u64, f64)], want: &[(u64, f64)]) {
     assert_eq!(got.len(), want.len(), "{label}: {got:?} against {want:?}");
     let relative: Vec<f64> = got
@@ -248,11 +250,13 @@ fn assert_same_run(label: &str, got: &[(u64, f64)], want: &[(u64, f64)]) {
         "{label} on wgpu: relative loss differences by step {}",
         by_step.join(" ")
     );
-    assert!(
-        relative[0] <= SAME_START_REL_TOL,
-        "{label}: the first loss is off by {:e}",
-        relative[0]
-    );
+    if got[0].0 == 1 {
+        assert!(
+            relative[0] <= SAME_START_REL_TOL,
+            "{label}: step 1's loss is off by {:e}",
+            relative[0]
+        );
+    }
     let worst = relative.iter().cloned().fold(0f64, f64::max);
     assert!(
         worst <= SAME_RUN_REL_TOL,
