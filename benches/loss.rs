@@ -7,7 +7,8 @@
 //! `LVFACE_BENCH_CLASSES=100000` (comma-separated) limits the class counts: the 1,000,000-class
 //! cases hold about 6 GB. `LVFACE_BENCH_BLOCK=2048` sets the blockwise softmax's classes per
 //! block. To read one case's peak memory, run it alone under `/usr/bin/time -v`
-//! with criterion's filter (`cargo bench --bench loss -- blockwise/C1000000/rate1`).
+//! with criterion's filter (`cargo bench --bench loss -- blockwise/C1000000/rate1`);
+//! `LVFACE_BENCH_COSINE_BUDGET=0` makes backward recompute the cosines instead of keeping them.
 
 // criterion_group! generates undocumented functions.
 #![allow(missing_docs)]
@@ -92,6 +93,11 @@ fn blockwise(c: &mut Criterion) {
         }
         Err(_) => BlockwiseMarginSoftmax::new(margin),
     };
+    // `LVFACE_BENCH_COSINE_BUDGET=0`: backward recomputes the cosines instead of keeping them.
+    let softmax = match std::env::var("LVFACE_BENCH_COSINE_BUDGET") {
+        Ok(bytes) => softmax.with_cosine_budget(bytes.parse().expect("a number of bytes")),
+        Err(_) => softmax,
+    };
     let mut group = c.benchmark_group("margin_softmax/blockwise");
     group
         .sample_size(10)
@@ -121,17 +127,20 @@ fn blockwise(c: &mut Criterion) {
                         Columns::All
                     };
                     let unit = NormalizedRows::new(embeddings.clone());
-                    let stats = softmax.row_statistics(&unit, &centres, columns, &sample.labels);
-                    let weights = vec![1.0 / BATCH as f32; BATCH];
-                    let grads = softmax.gradients(
+                    let (stats, cosines) = softmax.row_statistics_and_cosines(
                         &unit,
                         &centres,
                         columns,
                         &sample.labels,
-                        &stats.max,
-                        &stats.sum,
-                        &weights,
                     );
+                    let weights = vec![1.0 / BATCH as f32; BATCH];
+                    let args = (
+                        sample.labels.as_slice(),
+                        stats.max.as_slice(),
+                        stats.sum.as_slice(),
+                        weights.as_slice(),
+                    );
+                    let grads = softmax.gradients_from(&unit, &centres, columns, args, cosines);
                     let embedding_grad = unit.backward(grads.unit_embeddings);
                     (embedding_grad.sum().into_scalar(), grads.centres)
                 })

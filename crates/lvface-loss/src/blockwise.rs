@@ -7,7 +7,8 @@
 //! final denominators, and the two gradient GEMMs. What is held at any time is one block of
 //! logits and one of normalised centres, whatever the number of classes, besides the centre
 //! gradient itself; the price is a fourth GEMM (the recomputed cosines) where storing the logits
-//! needs three.
+//! needs three. Where the cosines fit a budget ([`DEFAULT_COSINE_BUDGET`]), forward keeps them
+//! and backward skips that GEMM ([`Cosines`]).
 //!
 //! The GEMMs run on the backend. The per-element work (normalisation, margin, `exp`, softmax
 //! gradient) runs on the host in one pass per block: under burn's CPU backend every element-wise
@@ -31,6 +32,18 @@ use crate::lanes;
 /// `[128, 1024]` block of logits 0.5 MiB, both within a core's L2 cache; 1024 was faster than
 /// 2048, 4096 and 8192 in `benches/loss.rs` (`docs/performance.md`).
 pub const DEFAULT_BLOCK_CLASSES: usize = 1024;
+
+/// The most bytes of cosines [`BlockwiseMarginSoftmax::row_statistics_and_cosines`] keeps for
+/// backward by default: `[128, 1_000_000]` f32 cosines. Kept, they save backward the fourth GEMM;
+/// above the budget they are recomputed, and memory stays at one block.
+pub const DEFAULT_COSINE_BUDGET: usize = 512 << 20;
+
+/// The raw cosines of every block, as forward computed them, for
+/// [`BlockwiseMarginSoftmax::gradients_from`].
+#[derive(Debug, Clone)]
+pub struct Cosines {
+    blocks: Vec<Vec<f32>>,
+}
 
 /// Which rows of the centre matrix are the softmax's columns.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +145,7 @@ pub struct MarginGradients<B: Backend> {
 pub struct BlockwiseMarginSoftmax {
     margin: CombinedMargin,
     block_classes: usize,
+    cosine_budget: usize,
 }
 
 impl BlockwiseMarginSoftmax {
@@ -145,6 +159,16 @@ impl BlockwiseMarginSoftmax {
         Self {
             margin,
             block_classes: block_classes.max(1),
+            cosine_budget: DEFAULT_COSINE_BUDGET,
+        }
+    }
+
+    /// The same, keeping at most `bytes` of cosines between forward and backward (0: always
+    /// recompute them).
+    pub fn with_cosine_budget(self, bytes: usize) -> Self {
+        Self {
+            cosine_budget: bytes,
+            ..self
         }
     }
 
@@ -166,12 +190,48 @@ impl BlockwiseMarginSoftmax {
         columns: Columns<'_>,
         labels: &[i64],
     ) -> RowStatistics {
+        self.statistics(embeddings, centres, columns, labels, false)
+            .0
+    }
+
+    /// [`row_statistics`](Self::row_statistics), and the cosines for
+    /// [`gradients_from`](Self::gradients_from) when they fit the budget
+    /// ([`DEFAULT_COSINE_BUDGET`], [`with_cosine_budget`](Self::with_cosine_budget)).
+    pub fn row_statistics_and_cosines<B: Backend>(
+        &self,
+        embeddings: &NormalizedRows<B>,
+        centres: &Tensor<B, 2>,
+        columns: Columns<'_>,
+        labels: &[i64],
+    ) -> (RowStatistics, Option<Cosines>) {
+        let bytes = labels.len() * columns.count(centres.dims()[0]) * size_of::<f32>();
+        self.statistics(
+            embeddings,
+            centres,
+            columns,
+            labels,
+            bytes <= self.cosine_budget,
+        )
+    }
+
+    fn statistics<B: Backend>(
+        &self,
+        embeddings: &NormalizedRows<B>,
+        centres: &Tensor<B, 2>,
+        columns: Columns<'_>,
+        labels: &[i64],
+        keep: bool,
+    ) -> (RowStatistics, Option<Cosines>) {
         // Per row: running maximum, sum of exp(z - maximum), target logit.
         let mut rows = vec![(f32::MIN, 0.0f32, 0.0f32); labels.len()];
+        let mut kept = Vec::new();
         let s = self.margin.config().s as f32;
         self.for_each_block(centres, columns, |start, block| {
             let width = block.rows;
             let mut logits = host(embeddings.unit.clone().matmul(block.unit.transpose()));
+            if keep {
+                kept.push(logits.clone());
+            }
             logits
                 .par_chunks_exact_mut(width)
                 .zip(rows.par_iter_mut())
@@ -190,11 +250,12 @@ impl BlockwiseMarginSoftmax {
                     *max = new_max;
                 });
         });
-        RowStatistics {
+        let stats = RowStatistics {
             max: rows.iter().map(|r| r.0).collect(),
             sum: rows.iter().map(|r| r.1).collect(),
             target: rows.iter().map(|r| r.2).collect(),
-        }
+        };
+        (stats, keep.then_some(Cosines { blocks: kept }))
     }
 
     /// The gradients of `Σ_i weight_i · (log Σ_j exp(z_ij) - z_i,y_i)`, where the denominators
@@ -217,6 +278,22 @@ impl BlockwiseMarginSoftmax {
         denominators: &[f32],
         weights: &[f32],
     ) -> MarginGradients<B> {
+        let args = (labels, shift, denominators, weights);
+        self.gradients_from(embeddings, centres, columns, args, None)
+    }
+
+    /// [`gradients`](Self::gradients) with `(labels, shift, denominators, weights)`, from the
+    /// cosines [`row_statistics_and_cosines`](Self::row_statistics_and_cosines) kept for the
+    /// same embeddings, centres and columns, or recomputed when there are none.
+    pub fn gradients_from<B: Backend>(
+        &self,
+        embeddings: &NormalizedRows<B>,
+        centres: &Tensor<B, 2>,
+        columns: Columns<'_>,
+        (labels, shift, denominators, weights): (&[i64], &[f32], &[f32], &[f32]),
+        cosines: Option<Cosines>,
+    ) -> MarginGradients<B> {
+        let mut kept = cosines.map(|c| c.blocks.into_iter());
         let device = centres.device();
         let [centre_rows, dim] = centres.dims();
         let batch = labels.len();
@@ -225,12 +302,16 @@ impl BlockwiseMarginSoftmax {
         let mut centre_grad = vec![0.0f32; centre_rows * dim];
         self.for_each_block(centres, columns, |start, block| {
             let width = block.rows;
-            let mut cos = host(
-                embeddings
-                    .unit
-                    .clone()
-                    .matmul(block.unit.clone().transpose()),
-            );
+            let kept_block = kept.as_mut().and_then(Iterator::next);
+            let mut cos = kept_block.unwrap_or_else(|| {
+                host(
+                    embeddings
+                        .unit
+                        .clone()
+                        .matmul(block.unit.clone().transpose()),
+                )
+            });
+            assert_eq!(cos.len(), batch * width, "cosines kept for other inputs");
             cos.par_chunks_exact_mut(width)
                 .enumerate()
                 .for_each(|(i, row)| {
@@ -295,7 +376,8 @@ impl BlockwiseMarginSoftmax {
         labels: &[i64],
     ) -> (f32, Tensor<B, 2>, Tensor<B, 2>) {
         let unit = NormalizedRows::new(embeddings);
-        let stats = self.row_statistics(&unit, &centres, Columns::All, labels);
+        let (stats, cosines) =
+            self.row_statistics_and_cosines(&unit, &centres, Columns::All, labels);
         let labelled = labels.iter().filter(|&&y| y >= 0).count();
         let lse = stats.log_sum_exp();
         let loss = labels
@@ -309,15 +391,13 @@ impl BlockwiseMarginSoftmax {
             .iter()
             .map(|&y| if y >= 0 { 1.0 / labelled as f32 } else { 0.0 })
             .collect();
-        let grads = self.gradients(
-            &unit,
-            &centres,
-            Columns::All,
+        let args = (
             labels,
-            &stats.max,
-            &stats.sum,
-            &weights,
+            stats.max.as_slice(),
+            stats.sum.as_slice(),
+            weights.as_slice(),
         );
+        let grads = self.gradients_from(&unit, &centres, Columns::All, args, cosines);
         let embedding_grad = unit.backward(grads.unit_embeddings);
         (loss as f32, embedding_grad, grads.centres)
     }

@@ -71,8 +71,8 @@ mod stable_stage;
 
 pub use ada_face::{AdaFace, AdaFaceConfig};
 pub use blockwise::{
-    BlockwiseMarginSoftmax, Columns, MarginGradients, NormalizedRows, RowStatistics,
-    DEFAULT_BLOCK_CLASSES,
+    BlockwiseMarginSoftmax, Columns, Cosines, MarginGradients, NormalizedRows, RowStatistics,
+    DEFAULT_BLOCK_CLASSES, DEFAULT_COSINE_BUDGET,
 };
 pub use combined_margin::{CombinedMargin, CombinedMarginConfig, GradientMode, MarginGuard};
 pub use cosine::{cosine_matrix, l2_normalize};

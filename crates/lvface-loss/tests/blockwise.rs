@@ -310,3 +310,59 @@ fn gradients_match_finite_differences() {
         }
     }
 }
+
+#[test]
+fn kept_cosines_give_the_gradients_of_recomputed_ones_to_the_bit_and_the_budget_decides() {
+    let (x, w) = inputs();
+    let softmax = BlockwiseMarginSoftmax::with_block(CombinedMarginConfig::arcface(0.5).init(), 5);
+    let unit = NormalizedRows::new(matrix::<Flex>(&x, BATCH));
+    let centres = matrix::<Flex>(&w, CLASSES);
+    let sample = NegativeSamplerConfig {
+        sample_rate: 0.6,
+        seed: 5,
+    }
+    .init()
+    .sample(&LABELS, CLASSES, 2);
+    let weights = vec![1.0 / BATCH as f32; BATCH];
+    for columns in [Columns::All, Columns::Rows(&sample.index)] {
+        let labels: &[i64] = match columns {
+            Columns::All => &LABELS,
+            Columns::Rows(_) => &sample.labels,
+        };
+        let (stats, kept) = softmax.row_statistics_and_cosines(&unit, &centres, columns, labels);
+        assert!(kept.is_some(), "a few hundred bytes fit the default budget");
+        assert_eq!(
+            stats,
+            softmax.row_statistics(&unit, &centres, columns, labels)
+        );
+        let args = (
+            labels,
+            stats.max.as_slice(),
+            stats.sum.as_slice(),
+            weights.as_slice(),
+        );
+        let from_kept = softmax.gradients_from(&unit, &centres, columns, args, kept);
+        let recomputed = softmax.gradients_from(&unit, &centres, columns, args, None);
+        assert_eq!(
+            values(from_kept.unit_embeddings),
+            values(recomputed.unit_embeddings)
+        );
+        assert_eq!(values(from_kept.centres), values(recomputed.centres));
+
+        // Below the cosines' size, nothing is kept.
+        let count = match columns {
+            Columns::All => CLASSES,
+            Columns::Rows(rows) => rows.len(),
+        };
+        let tight = softmax.with_cosine_budget(BATCH * count * 4 - 1);
+        assert!(tight
+            .row_statistics_and_cosines(&unit, &centres, columns, labels)
+            .1
+            .is_none());
+        let exact = softmax.with_cosine_budget(BATCH * count * 4);
+        assert!(exact
+            .row_statistics_and_cosines(&unit, &centres, columns, labels)
+            .1
+            .is_some());
+    }
+}

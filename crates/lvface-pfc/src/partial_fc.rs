@@ -464,7 +464,8 @@ impl PartialFc {
         } else {
             Columns::Rows(&sampled.index)
         };
-        let stats = softmax.row_statistics(&unit, &centres, columns, &sampled.labels);
+        let (stats, cosines) =
+            softmax.row_statistics_and_cosines(&unit, &centres, columns, &sampled.labels);
         let row_tensor =
             |values: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(values, [rows]), &device);
         let s = margin.config().s as f32;
@@ -497,15 +498,13 @@ impl PartialFc {
             .sum::<f64>()
             / rows as f64;
         let weights = vec![1.0 / rows as f32; rows];
-        let grads = softmax.gradients(
-            &unit,
-            &centres,
-            columns,
-            &sampled.labels,
-            &shift,
+        let args = (
+            sampled.labels.as_slice(),
+            shift.as_slice(),
             denominators,
-            &weights,
+            weights.as_slice(),
         );
+        let grads = softmax.gradients_from(&unit, &centres, columns, args, cosines);
         Ok((
             loss as f32,
             unit.backward(grads.unit_embeddings),
