@@ -133,8 +133,8 @@ fn cuda_path_set() -> Option<std::ffi::OsString> {
 
 /// Makes what the CUDA backend loads findable, starting this process again when the
 /// environment has to change (the loader reads `LD_LIBRARY_PATH` only at start), or stops with
-/// every problem named. `need_nccl`: whether collectives between GPUs of this process run
-/// (NCCL under burn's `to_device`).
+/// every problem named. `need_nccl`: whether this process's ranks all-reduce between GPUs
+/// through NCCL (`--devices` above 1, or a launched run of several processes).
 pub fn prepare(need_nccl: bool) -> Result<()> {
     if std::env::var_os(PREPARED_VARIABLE).is_some() {
         return Ok(());
